@@ -1,0 +1,1 @@
+"""Device-management backend: broker accounts, MQTT ingest, storage."""

@@ -1,0 +1,1 @@
+"""The technician's and operator's `pendant` command line."""

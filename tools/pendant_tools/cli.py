@@ -1,0 +1,55 @@
+"""Root of the `pendant` command: every host-side command hangs off this click group."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+# (module, attribute) of each sub-command, imported only when the command runs so that
+# `pendant --help` stays fast and one broken area cannot take the whole tool down.
+_SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("pendant_tools.cmd_demo", "demo", "Run broker, backend and one virtual pendant to press."),
+    "broker": ("pendant_tools.cmd_backend", "broker", "Run or configure the Mosquitto broker."),
+    "backend": ("pendant_tools.cmd_backend", "backend", "Run the backend (MQTT ingest and storage)."),
+    "device": ("pendant_tools.cmd_backend", "device", "Provision and inspect pendants."),
+    "alarms": ("pendant_tools.cmd_backend", "alarms", "List and inspect alarms."),
+    "sim": ("pendant_tools.cmd_sim", "sim", "Run virtual pendants on the bench simulator and press them."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = _SUBCOMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attribute, _ = entry
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+def main(verbose: bool) -> None:
+    """Pendant alarm system: broker, backend, bench simulator and technician tools.
+
+    \b
+    Examples:
+      pendant demo                 # everything on this machine, one virtual pendant
+      pendant sim press pd-0001    # hold the virtual pendant's panic button
+      pendant alarms list          # what the backend has received
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
