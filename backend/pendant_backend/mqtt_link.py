@@ -1,0 +1,366 @@
+"""The only module that touches paho: the backend's persistent MQTT 5 session, with PUBACK after commit.
+
+`MqttLink` hands every message to a handler and takes it off the broker's queue (PUBACK) only when the
+handler has returned and the broker has acknowledged every reply the handler asked for. For an alarm
+that means: stored in the database, `alarm/ack` accepted by the broker, and only then PUBACK. A crash
+at any instant therefore ends in a redelivery, which the handler recognises as a duplicate and acks
+again. `request()` is a one-shot request/response exchange (used for the dynamic-security API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from pendant_backend import BackendError
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+KEEPALIVE_S = 30
+_RECONNECT_MIN_S, _RECONNECT_MAX_S = 0.2, 5.0
+_RETRY_AFTER_FAILURE_MIN_S, _RETRY_AFTER_FAILURE_MAX_S = 1.0, 30.0
+
+
+class MqttError(BackendError):
+    """The broker could not be reached or refused what we asked."""
+
+
+class BrokerUnavailable(MqttError):
+    """Nothing accepts connections at the broker's address."""
+
+
+class OutgoingMessage(Protocol):
+    """What a handler asks to publish: QoS 1, not retained."""
+
+    topic: str
+    payload: bytes
+
+
+Handler = Callable[[str, bytes], Iterable[OutgoingMessage]]
+
+
+def _not_running(host: str, port: int) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"the broker is not running on {host}:{port}: start it with `pendant broker run`"
+    )
+
+
+class MqttLink:
+    """A persistent session that keeps itself connected and feeds `handler` until `stop()`.
+
+    The handler runs on the link's own thread, one message at a time, and returns the messages to
+    publish in answer. If it raises, the message is not acknowledged: the link logs the error with the
+    topic, reconnects after a growing pause, and the broker delivers the message again.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        subscriptions: Sequence[str],
+        handler: Handler,
+        session_expiry_s: int = SESSION_EXPIRY_S,
+    ) -> None:
+        self.host, self.port = host, port
+        self.subscriptions = tuple(subscriptions)
+        self.handler = handler
+        self.session_expiry_s = session_expiry_s
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        # How many connections the broker accepted so far (a new one after every reconnect).
+        self.connect_count = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reconnect_requested = False
+        self._accepted = False
+        self._failure_delay = _RETRY_AFTER_FAILURE_MIN_S
+        # reply mid -> incoming mid, and incoming mid -> reply mids not yet acknowledged by the broker.
+        # Valid for one connection only: packet ids of an older connection mean nothing in a new one.
+        self._reply_of: dict[int, int] = {}
+        self._open_replies: dict[int, set[int]] = {}
+        self._subscribe_mid: int | None = None
+        # Digests of messages whose handling failed: the pause before reconnecting grows while any of
+        # them keeps failing, and falls back once they all went through.
+        self._failing: set[bytes] = set()
+        self._outbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
+        # The client id is the username: the broker binds the account to it, and the session is named by it.
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=username,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (and keep reconnecting) until `stop()`."""
+        if self._thread is not None:
+            raise RuntimeError("the MQTT link is already started")
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Disconnect cleanly (the session stays on the broker) and end the thread."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the MQTT link did not stop within %.0f s", timeout)
+            self._thread = None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once connected and subscribed (False if that did not happen within `timeout`)."""
+        return self.subscribed.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish with QoS 1, from any thread: the link's thread sends it (after a reconnect if need be)."""
+        self._outbox.put((topic, payload, retain))
+
+    def _run(self) -> None:
+        delay = _RECONNECT_MIN_S
+        warned = False
+        while not self._stopping.is_set():
+            self._accepted = False
+            try:
+                self._client.connect(
+                    self.host,
+                    self.port,
+                    keepalive=KEEPALIVE_S,
+                    clean_start=False,
+                    properties=self._connect_properties(),
+                )
+            except (OSError, ValueError) as exc:
+                if not warned:
+                    log.warning("cannot reach the broker at %s:%d (%s); retrying", self.host, self.port, exc)
+                    warned = True
+                self._stopping.wait(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+                continue
+            pause = self._serve()
+            self.connected.clear()
+            self.subscribed.clear()
+            if self._accepted:
+                delay, warned = _RECONNECT_MIN_S, False
+            self._stopping.wait(max(pause, delay))
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+        log.info("MQTT link stopped")
+
+    def _serve(self) -> float:
+        """Run the connection until it drops, a retry is due, or we stop; return the pause to make."""
+        while True:
+            rc = self._client.loop(timeout=0.1)
+            if self._stopping.is_set():
+                self._client.disconnect()
+                return 0
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return 0
+            while self.connected.is_set() and not self._outbox.empty():
+                topic, payload, retain = self._outbox.get()
+                self._client.publish(topic, payload, qos=1, retain=retain)
+            if self._reconnect_requested:
+                self._reconnect_requested = False
+                pause = self._failure_delay
+                self._failure_delay = min(self._failure_delay * 2, _RETRY_AFTER_FAILURE_MAX_S)
+                log.warning(
+                    "reconnecting in %.0f s so that the broker delivers the failed message again", pause
+                )
+                self._client.disconnect()
+                return pause
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        return props
+
+    # ---- callbacks (all on the link's thread) -------------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            hint = " (check the backend account in secrets/broker.json)" if reason.value in (134, 135) else ""
+            log.error("the broker refused the connection: %s%s", reason, hint)
+            return
+        self._accepted = True
+        self.connect_count += 1
+        self._reply_of.clear()
+        self._open_replies.clear()
+        self.connected.set()
+        log.info("connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present)
+        result, self._subscribe_mid = client.subscribe(
+            [(topic, SubscribeOptions(qos=1)) for topic in self.subscriptions]
+        )
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("could not subscribe: %s", paho.error_string(result))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker: %s", reason)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        refused = [topic for topic, r in zip(self.subscriptions, reasons, strict=False) if r.is_failure]
+        if refused:
+            log.error("the broker refused the subscriptions %s: check the backend role's ACLs", refused)
+            return
+        if mid == self._subscribe_mid:
+            self.subscribed.set()
+            log.info("subscribed to %d topics", len(self.subscriptions))
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        digest = hashlib.sha256(message.topic.encode() + b"\0" + message.payload).digest()
+        try:
+            replies = list(self.handler(message.topic, message.payload))
+        except Exception:
+            log.exception(
+                "handling the message on %s failed; it stays on the broker and will be delivered again",
+                message.topic,
+            )
+            self._failing.add(digest)
+            self._reconnect_requested = True
+            return
+        if digest in self._failing:
+            self._failing.discard(digest)
+            if not self._failing:
+                self._failure_delay = _RETRY_AFTER_FAILURE_MIN_S
+        try:
+            self._answer(client, message, replies)
+        except Exception:
+            log.exception("answering the message on %s failed; it will be delivered again", message.topic)
+            self._reconnect_requested = True
+
+    def _answer(self, client: paho.Client, message: paho.MQTTMessage, replies: list[OutgoingMessage]) -> None:
+        if message.qos == 0:
+            for reply in replies:
+                client.publish(reply.topic, reply.payload, qos=1)
+            return
+        if not replies:
+            client.ack(message.mid, message.qos)
+            return
+        waiting: set[int] = set()
+        for reply in replies:
+            info = client.publish(reply.topic, reply.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise MqttError(f"could not publish on {reply.topic}: {paho.error_string(info.rc)}")
+            waiting.add(info.mid)
+            self._reply_of[info.mid] = message.mid
+        # The broker's PUBACK for a reply cannot arrive before this callback returns: it is read by
+        # this same thread, so registering after publish() is safe.
+        self._open_replies[message.mid] = waiting
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        incoming = self._reply_of.pop(mid, None)
+        if incoming is None:
+            return  # a reply from an earlier connection (its message is delivered again), or a plain publish
+        if reason.is_failure:
+            # The alarm is stored; the pendant resends it and gets its ack then (or falls back to SMS).
+            log.error("the broker refused our reply (mid %d): %s", mid, reason)
+        waiting = self._open_replies.get(incoming)
+        if waiting is None:
+            return
+        waiting.discard(mid)
+        if not waiting:
+            del self._open_replies[incoming]
+            client.ack(incoming, 1)
+
+
+def request(
+    *,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    topic: str,
+    payload: bytes,
+    response_topic: str,
+    is_response: Callable[[bytes], bool],
+    timeout: float = 10.0,
+) -> bytes:
+    """Publish `payload` on `topic` and return the first message on `response_topic` that `is_response`.
+
+    A throw-away MQTT 5 session with a random client id. Raises BrokerUnavailable if nothing listens,
+    MqttError if the broker refuses the account or the subscription, or no answer comes in `timeout`.
+    """
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def on_connect(client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            outcome["error"] = f"the broker refused the account {username!r}: {reason}"
+            done.set()
+            return
+        client.subscribe(response_topic, qos=1)
+
+    def on_subscribe(
+        client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        if reasons[0].is_failure:
+            outcome["error"] = (
+                f"the broker refused {username!r} the subscription to {response_topic}: {reasons[0]}"
+            )
+            done.set()
+            return
+        client.publish(topic, payload, qos=1)
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == response_topic and is_response(message.payload):
+            outcome["response"] = message.payload
+            done.set()
+
+    def on_disconnect(client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not done.is_set():
+            outcome.setdefault("error", f"the broker closed the connection: {reason}")
+            done.set()
+
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{username}-{secrets.token_hex(4)}",
+        protocol=paho.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    client.on_message, client.on_disconnect = on_message, on_disconnect
+    try:
+        client.connect(host, port, keepalive=KEEPALIVE_S, clean_start=True)
+    except OSError:
+        raise _not_running(host, port) from None
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise MqttError(
+                f"no answer on {response_topic} from the broker at {host}:{port} within {timeout:.0f} s"
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if "error" in outcome:
+        raise MqttError(outcome["error"])
+    return outcome["response"]

@@ -1,0 +1,159 @@
+"""The broker as configured by the project: config, accounts, refusals, start and stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from pendant_backend.broker import Broker, BrokerError, load_secrets
+from pendant_backend.settings import Settings
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def settings(pendant_settings):
+    """Settings on a fresh data folder and free port; the broker is not started."""
+    return pendant_settings
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_config_has_the_options_that_keep_alarms(broker) -> None:
+    text = broker.broker.config_path.read_text()
+    lines = set(text.splitlines())
+    for expected in (
+        f"listener {broker.settings.mqtt_port} 127.0.0.1",
+        "allow_anonymous false",
+        "persistence true",
+        "autosave_interval 1",
+        "autosave_on_changes true",
+        "max_queued_messages 1000000",
+        "max_queued_bytes 0",
+    ):
+        assert expected in lines
+    assert f"auth_opt_config_file {broker.broker.dynsec_path}" in lines
+
+
+def test_secrets_are_private_and_random(broker, settings: Settings) -> None:
+    assert mode(settings.secrets_dir) == 0o700
+    assert mode(settings.broker_secrets_path) == 0o600
+    assert mode(broker.broker.dynsec_path) == 0o600
+    secrets = load_secrets(settings)
+    assert secrets == broker.secrets
+    assert secrets.admin_password != secrets.backend_password
+    assert len(secrets.admin_password) >= 32
+    # Only hashes in the broker's file.
+    assert secrets.admin_password not in broker.broker.dynsec_path.read_text()
+
+
+def test_dynsec_defaults_refuse_everything(broker) -> None:
+    document = json.loads(broker.broker.dynsec_path.read_text())
+    assert set(document["defaultACLAccess"].values()) == {False}
+    admin_role = next(r for r in document["roles"] if r["rolename"] == "pendant_admin")
+    assert all(acl["topic"].startswith("$CONTROL/dynamic-security/") for acl in admin_role["acls"])
+
+
+def test_broker_folders_belong_to_the_broker_user(broker) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a broker started as root changes user")
+    import pwd
+
+    uid = pwd.getpwnam("mosquitto").pw_uid
+    assert os.stat(broker.broker.persistence_dir).st_uid == uid
+    assert os.stat(broker.broker.dynsec_path).st_uid == uid
+
+
+def test_anonymous_is_refused(mqtt_client) -> None:
+    client = mqtt_client(connect=False)
+    assert client.connect().is_failure
+
+
+def test_anonymous_is_refused_over_mqtt5(mqtt_client) -> None:
+    client = mqtt_client(connect=False, mqtt5=True)
+    assert client.connect().is_failure
+
+
+def test_wrong_password_is_refused(broker, provision, mqtt_client) -> None:
+    config = provision("pd-0001")
+    config["mqtt"]["password"] = config["mqtt"]["password"][:-1] + "x"
+    assert mqtt_client(config, connect=False).connect().is_failure
+
+
+def test_backend_account_with_wrong_password_is_refused(broker, mqtt_client) -> None:
+    client = mqtt_client(
+        connect=False, username="pendant_backend", password="guess", client_id="pendant_backend"
+    )
+    assert client.connect().is_failure
+
+
+def test_device_account_is_bound_to_its_client_id(broker, provision, mqtt_client) -> None:
+    config = provision("pd-0001")
+    assert mqtt_client(config, connect=False, client_id="someone-else").connect().is_failure
+    assert not mqtt_client(config, connect=False).connect().is_failure
+
+
+def test_restart_keeps_accounts(broker, provision, mqtt_client) -> None:
+    config = provision("pd-0001")
+    broker.broker.stop()
+    assert broker.broker.start() == broker.secrets
+    assert not mqtt_client(config, connect=False).connect().is_failure
+
+
+def test_port_in_use_is_a_clear_error(settings: Settings) -> None:
+    with socket.socket() as blocker:
+        blocker.bind((settings.mqtt_host, settings.mqtt_port))
+        blocker.listen()
+        broker = Broker(settings)
+        with pytest.raises(BrokerError, match="already listens on"):
+            broker.start(timeout=5)
+    assert not broker.is_running()
+
+
+def test_broker_that_dies_at_start_shows_its_log(settings: Settings) -> None:
+    # An address that is not this machine's: mosquitto cannot bind and exits.
+    broker = Broker(dataclasses.replace(settings, mqtt_host="192.0.2.1"))
+    with pytest.raises(BrokerError) as caught:
+        broker.start(timeout=5)
+    assert "exited with code" in str(caught.value)
+    assert "mosquitto version" in str(caught.value)  # the tail of its log
+    assert not broker.is_running()
+
+
+def test_unreachable_data_folder_is_a_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a broker started as root changes user")
+    os.chmod(tmp_path, 0o700)
+    broker = Broker(Settings.for_data_dir(tmp_path / "data", mqtt_port=1))
+    with pytest.raises(BrokerError, match="cannot enter"):
+        broker.prepare()
+
+
+def test_half_present_accounts_are_refused(broker, settings: Settings) -> None:
+    broker.broker.stop()
+    settings.broker_secrets_path.unlink()
+    with pytest.raises(BrokerError, match="does not"):
+        Broker(settings).start()
+
+
+def test_stop_and_kill_end_the_process(settings: Settings) -> None:
+    broker = Broker(settings)
+    try:
+        broker.start()
+        pid = broker.pid
+        broker.stop()
+        assert not broker.is_running()
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text()
+        broker.start()
+        broker.kill()
+        assert not broker.is_running()
+    finally:
+        broker.kill()

@@ -1,0 +1,225 @@
+"""Ingest on a real SQLite file, without MQTT: store once, answer every time, the `sess` rule."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pendant_backend import payloads, queries
+from pendant_backend.db import make_engine, session_scope
+from pendant_backend.ingest import Ingest, will_is_stale
+from pendant_backend.models import Alarm, Device, Heartbeat
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
+ALARM = (EXAMPLES / "alarm.json").read_bytes().rstrip(b"\n")
+ALARM_TOPIC = "pendant/v1/pd-0001/alarm"
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'pendant.db'}")
+    with session_scope(engine) as session:
+        session.add(Device(device_id="pd-0001", password_hash="x"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def ingest(engine) -> Ingest:
+    return Ingest(engine, clock=lambda: NOW)
+
+
+def stored_alarms(engine) -> list[Alarm]:
+    with Session(engine) as session:
+        return list(session.exec(select(Alarm)))
+
+
+def alarm_payload(alarm_id: str, **changes: object) -> bytes:
+    data = {**json.loads(ALARM), "alarm_id": alarm_id, **changes}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def test_alarm_is_stored_and_acked(ingest: Ingest, engine) -> None:
+    outcome = ingest.handle(ALARM_TOPIC, ALARM)
+    assert outcome.new and outcome.invalid is None
+    [reply] = outcome.replies
+    assert reply.topic == "pendant/v1/pd-0001/alarm/ack"
+    assert reply.payload == (EXAMPLES / "alarm-ack.json").read_bytes().rstrip(b"\n")
+    [alarm] = stored_alarms(engine)
+    assert (alarm.device_id, alarm.alarm_id, alarm.kind, alarm.state) == (
+        "pd-0001",
+        "12-3",
+        "panic",
+        "received",
+    )
+    assert (alarm.lat, alarm.lon, alarm.acc, alarm.loc_time, alarm.batt) == (
+        52.373101,
+        4.892203,
+        8,
+        1764403190,
+        87,
+    )
+    assert alarm.device_time == 1764403200 and alarm.test is False and alarm.cell is None
+    assert json.loads(alarm.payload) == json.loads(ALARM)
+
+
+def test_duplicate_is_stored_once_and_acked_again(ingest: Ingest, engine) -> None:
+    first = ingest.handle(ALARM_TOPIC, ALARM)
+    second = ingest.handle(ALARM_TOPIC, ALARM)
+    third = ingest.handle(ALARM_TOPIC, ALARM)
+    assert first.new and not second.new and not third.new
+    assert first.replies == second.replies == third.replies
+    [alarm] = stored_alarms(engine)
+    assert alarm.resends == 2
+
+
+def test_duplicate_is_acked_with_the_current_state(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    with session_scope(engine) as session:
+        alarm = session.exec(select(Alarm)).one()
+        alarm.state = "acknowledged"
+        session.add(alarm)
+    [reply] = ingest.handle(ALARM_TOPIC, ALARM).replies
+    assert json.loads(reply.payload) == {"alarm_id": "12-3", "state": "acknowledged"}
+
+
+def test_same_alarm_id_on_two_devices_are_two_alarms(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    ingest.handle("pendant/v1/pd-0002/alarm", ALARM)
+    assert sorted(a.ref for a in stored_alarms(engine)) == ["pd-0001/12-3", "pd-0002/12-3"]
+
+
+def test_alarm_without_fix_keeps_the_cell(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, (EXAMPLES / "alarm-no-fix.json").read_bytes())
+    [alarm] = stored_alarms(engine)
+    assert alarm.lat is None and alarm.device_time is None
+    assert alarm.cell == {"mcc": 204, "mnc": 8, "lac": "0x2B5C", "cid": "0x01A2F30", "rat": "LTE"}
+    # No pendant clock: the time of receipt stands in.
+    assert alarm.raised_at == NOW
+
+
+def test_unknown_device_gets_a_row_and_keeps_its_alarm(ingest: Ingest, engine) -> None:
+    outcome = ingest.handle("pendant/v1/pd-0777/alarm", ALARM)
+    assert outcome.new and outcome.replies
+    with Session(engine) as session:
+        device = session.get(Device, "pd-0777")
+    assert device is not None and device.password_hash is None and device.first_seen_at is not None
+    assert [a.ref for a in stored_alarms(engine)] == ["pd-0777/12-3"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (EXAMPLES / "invalid").glob("*.json")))
+def test_invalid_alarm_is_counted_logged_with_topic_and_not_acked(
+    name: str, ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="pendant_backend.ingest"):
+        outcome = ingest.handle(ALARM_TOPIC, (EXAMPLES / "invalid" / name).read_bytes())
+    assert outcome.invalid is not None and outcome.replies == ()
+    assert ingest.invalid_counts == {outcome.invalid: 1}
+    assert ALARM_TOPIC in caplog.text and outcome.invalid in caplog.text
+    assert stored_alarms(engine) == []
+
+
+def test_ingest_goes_on_after_invalid_messages(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, b"{not json")
+    ingest.handle(ALARM_TOPIC, b"{not json either")
+    ingest.handle("pendant/v1/pd-0001/nonsense", b"{}")
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+    assert ingest.invalid_counts == {"bad_json": 2, "unknown_topic": 1}
+
+
+def test_birth_and_stale_will(ingest: Ingest, engine) -> None:
+    def device() -> Device:
+        with Session(engine) as session:
+            return session.get(Device, "pd-0001")
+
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":true,"boot":12,"sess":40,"fw":"0.1.0"}')
+    assert (device().online, device().sess, device().boot, device().fw) == (True, 40, 12, "0.1.0")
+    # The will of the previous connection arrives late: the device stays online.
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":false,"boot":12,"sess":39}')
+    assert device().online is True and device().sess == 40
+    # The will of this connection: offline.
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":false,"boot":12,"sess":40}')
+    assert device().online is False
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":true,"boot":13,"sess":41,"fw":"0.1.1"}')
+    assert (device().online, device().sess, device().boot) == (True, 41, 13)
+
+
+@pytest.mark.parametrize(
+    ("last_birth", "will", "stale"), [(None, 5, False), (40, 39, True), (40, 40, False), (40, 41, False)]
+)
+def test_will_is_stale(last_birth: int | None, will: int, stale: bool) -> None:
+    assert will_is_stale(last_birth, will) is stale
+
+
+def test_heartbeat_is_stored(ingest: Ingest, engine) -> None:
+    outcome = ingest.handle("pendant/v1/pd-0001/tele", (EXAMPLES / "tele.json").read_bytes())
+    assert outcome.error is None and outcome.invalid is None and outcome.replies == ()
+    beat = queries.latest_heartbeat(engine, "pd-0001")
+    assert isinstance(beat, Heartbeat)
+    assert (beat.batt, beat.mv, beat.rssi, beat.reg, beat.cfg, beat.heap) == (87, 3987, -71, "home", 3, 41216)
+
+
+def test_events_and_command_results_are_accepted(ingest: Ingest) -> None:
+    for leaf, name in (("evt", "evt.json"), ("cmd/res", "cmd-res.json")):
+        outcome = ingest.handle(f"pendant/v1/pd-0001/{leaf}", (EXAMPLES / name).read_bytes())
+        assert outcome.invalid is None and outcome.error is None
+
+
+def test_storage_failure_on_an_alarm_raises(ingest: Ingest, engine) -> None:
+    # The caller must leave the message on the broker, so the failure may not be swallowed.
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alarms"))
+    with pytest.raises(OperationalError):
+        ingest.handle(ALARM_TOPIC, ALARM)
+
+
+def test_storage_failure_elsewhere_is_logged_and_counted(
+    ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE heartbeats"))
+    with caplog.at_level(logging.ERROR, logger="pendant_backend.ingest"):
+        outcome = ingest.handle("pendant/v1/pd-0001/tele", (EXAMPLES / "tele.json").read_bytes())
+    assert outcome.error is not None
+    assert ingest.invalid_counts["handler_error"] == 1
+    assert "pendant/v1/pd-0001/tele" in caplog.text
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+
+
+def test_database_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() > 0
+    assert stat.S_IMODE(os.stat(tmp_path / "p.db").st_mode) == 0o600
+    engine.dispose()
+
+
+def test_bug_in_validation_drops_the_message_instead_of_stalling_ingest(
+    ingest: Ingest, engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(payload: bytes):
+        raise KeyError("bug")
+
+    monkeypatch.setitem(payloads.PARSERS, "tele", broken)
+    with caplog.at_level(logging.ERROR, logger="pendant_backend.ingest"):
+        outcome = ingest.handle("pendant/v1/pd-0001/tele", b"{}")
+    assert outcome.invalid == "validation_error" and outcome.replies == ()
+    assert "pendant/v1/pd-0001/tele" in caplog.text
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+
+
+def test_times_after_2038_are_stored(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=2**32 - 1))
+    [alarm] = stored_alarms(engine)
+    assert alarm.device_time == 2**32 - 1

@@ -1,0 +1,250 @@
+"""Shared fixtures: a real Mosquitto broker on a free port, provisioned devices, MQTT test clients and the
+backend service. Every process and thread a fixture starts is ended at teardown.
+
+    def test_something(broker, provision, mqtt_client, backend):
+        config = provision("pd-0001")                 # the device's config.json as a dict
+        pendant = mqtt_client(config)                 # connected like a pendant (MQTT 3.1.1, persistent)
+        pendant.subscribe("pendant/v1/pd-0001/alarm/ack")
+        pendant.publish("pendant/v1/pd-0001/alarm", payload)
+        ack = pendant.expect("pendant/v1/pd-0001/alarm/ack")
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pendant_backend.accounts import provision_device
+from pendant_backend.broker import Broker, BrokerSecrets
+from pendant_backend.service import BackendService
+from pendant_backend.settings import Settings
+
+PROTOCOL_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "protocol-examples"
+WAIT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BrokerFixture:
+    """A running broker: its settings (data folder, port), its service accounts and the Broker itself
+    (`broker.broker.kill()` then `.start()` simulates a crash and restart)."""
+
+    settings: Settings
+    secrets: BrokerSecrets
+    broker: Broker
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+
+@pytest.fixture
+def pendant_data_dir() -> Iterator[Path]:
+    """A fresh data folder the broker's user can enter (pytest's own tmp folders are 0700 to root)."""
+    path = Path(tempfile.mkdtemp(prefix="pendant-test-"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pendant_settings(pendant_data_dir: Path) -> Settings:
+    """Project settings on the fresh data folder and a free port (the broker is not started)."""
+    return Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port())
+
+
+@pytest.fixture
+def broker(pendant_settings: Settings) -> Iterator[BrokerFixture]:
+    """Mosquitto with the project's config and accounts, started on `pendant_settings`; killed at teardown."""
+    instance = Broker(pendant_settings)
+    broker_secrets = instance.start()
+    try:
+        yield BrokerFixture(pendant_settings, broker_secrets, instance)
+    finally:
+        instance.kill()
+
+
+@pytest.fixture
+def provision(broker: BrokerFixture) -> Callable[..., dict[str, Any]]:
+    """`provision(device_id)` creates the device's broker account and returns its config.json dict."""
+
+    def _provision(device_id: str, **kwargs: Any) -> dict[str, Any]:
+        return provision_device(broker.settings, device_id, **kwargs)
+
+    return _provision
+
+
+@pytest.fixture
+def backend(broker: BrokerFixture) -> Iterator[BackendService]:
+    """The backend service, connected and subscribed; stopped at teardown."""
+    service = BackendService(broker.settings)
+    service.start()
+    try:
+        assert service.wait_ready(WAIT_S), "the backend did not subscribe within 10 s"
+        yield service
+    finally:
+        service.stop()
+
+
+class MqttTestClient:
+    """A paho client for tests: connect, publish and wait for the broker's answer, subscribe and
+    read what arrives. Reconnects quickly after a broker restart."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str | None,
+        password: str | None,
+        mqtt5: bool,
+        clean: bool,
+    ) -> None:
+        self.host, self.port, self.mqtt5 = host, port, mqtt5
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.connack: queue.Queue[ReasonCode] = queue.Queue()
+        self.disconnected = threading.Event()
+        self._done: dict[int, threading.Event] = {}
+        self._topics: list[tuple[str, int]] = []
+        self._results: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if mqtt5 else paho.MQTTv311,
+            clean_session=None if mqtt5 else clean,
+        )
+        self.clean = clean
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        self.client.on_publish = lambda c, u, mid, rc, p: self._finish(mid, rc)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._finish(mid, rcs)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self.connack.put(reason)
+        if reason.is_failure:
+            client.disconnect()  # refused: no automatic retries
+            return
+        self.disconnected.clear()
+        # As the firmware does: subscribe again on every connect, whatever the broker kept.
+        for topic, qos in self._topics:
+            client.subscribe(topic, qos=qos)
+
+    def _finish(self, mid: int, result: Any) -> None:
+        with self._lock:
+            self._results[mid] = result
+            self._done.setdefault(mid, threading.Event()).set()
+
+    def _wait(self, mid: int, what: str, timeout: float) -> Any:
+        with self._lock:
+            done = self._done.setdefault(mid, threading.Event())
+        assert done.wait(timeout), f"no answer from the broker to {what} within {timeout} s"
+        with self._lock:
+            return self._results.pop(mid)
+
+    def connect(self, timeout: float = WAIT_S) -> ReasonCode:
+        """Connect and return the CONNACK reason (a failure for a refused connection)."""
+        if self.mqtt5:
+            self.client.connect(self.host, self.port, keepalive=60, clean_start=self.clean)
+        else:
+            self.client.connect(self.host, self.port, keepalive=60)
+        self.client.loop_start()
+        return self.connack.get(timeout=timeout)
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, timeout: float = WAIT_S) -> Any:
+        """Publish and wait until the broker took it (PUBACK); return the PUBACK reason (MQTT 5)."""
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos == 0:
+            return None
+        return self._wait(info.mid, f"PUBLISH on {topic}", timeout)
+
+    def subscribe(self, topic: str, *, qos: int = 1, timeout: float = WAIT_S) -> ReasonCode:
+        """Subscribe and return the SUBACK reason (`is_failure` when the broker refused it)."""
+        result, mid = self.client.subscribe(topic, qos=qos)
+        assert result == paho.MQTT_ERR_SUCCESS, paho.error_string(result)
+        reason = self._wait(mid, f"SUBSCRIBE to {topic}", timeout)[0]
+        if not reason.is_failure:
+            self._topics.append((topic, qos))
+        return reason
+
+    def expect(self, topic: str | None = None, timeout: float = WAIT_S) -> paho.MQTTMessage:
+        """The next message (on `topic`, if given; others before it are dropped)."""
+        while True:
+            try:
+                message = self.messages.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"no message{f' on {topic}' if topic else ''} within {timeout} s"
+                ) from None
+            if topic is None or message.topic == topic:
+                return message
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_client(broker: BrokerFixture) -> Iterator[Callable[..., MqttTestClient]]:
+    """`mqtt_client(config)` connects like the pendant of a provisioned `config` (MQTT 3.1.1, client id =
+    username = device id, persistent session). Keywords override: `username`, `password`, `client_id`,
+    `mqtt5`, `clean`, `connect=False` (then call `.connect()` and check its reason yourself)."""
+    clients: list[MqttTestClient] = []
+
+    def _make(
+        config: dict[str, Any] | None = None, *, connect: bool = True, **overrides: Any
+    ) -> MqttTestClient:
+        options: dict[str, Any] = {
+            "username": None,
+            "password": None,
+            "client_id": "",
+            "mqtt5": False,
+            "clean": True,
+        }
+        if config is not None:
+            mqtt = config["mqtt"]
+            options.update(
+                username=mqtt["user"], password=mqtt["password"], client_id=config["device_id"], clean=False
+            )
+        options.update(overrides)
+        client = MqttTestClient(host=broker.settings.mqtt_host, port=broker.settings.mqtt_port, **options)
+        clients.append(client)
+        if connect:
+            reason = client.connect()
+            assert not reason.is_failure, f"the broker refused {options['username']!r}: {reason}"
+        return client
+
+    yield _make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def protocol_examples() -> Path:
+    """docs/protocol-examples: the message contract shared with the firmware."""
+    return PROTOCOL_EXAMPLES
