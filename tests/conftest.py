@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,20 +25,16 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
 from pendant_backend.accounts import provision_device
 from pendant_backend.broker import Broker, BrokerSecrets
 from pendant_backend.service import BackendService
 from pendant_backend.settings import Settings
 
+from support import free_port
+
 PROTOCOL_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "protocol-examples"
 WAIT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

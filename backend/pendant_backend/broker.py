@@ -167,6 +167,7 @@ class Broker:
         self.settings = settings
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
+        self._stay_root = False
 
     @property
     def config_path(self) -> Path:
@@ -209,6 +210,18 @@ class Broker:
         for folder in (settings.data_dir, settings.broker_dir):
             folder.mkdir(mode=0o711, parents=True, exist_ok=True)
         broker_user = _broker_user()
+        if broker_user is not None and not _can_enter(settings.broker_dir, broker_user):
+            # A checkout under /root (0700) is the usual case. Failing here would break the quick start on
+            # a fresh machine, so the broker keeps root instead; production puts the data folder where the
+            # `mosquitto` user can reach it (docs/operations.md).
+            log.warning(
+                "the broker keeps running as root: user %s cannot enter %s (allow it, or choose a "
+                "PENDANT_DATA_DIR it can reach, to let the broker drop its privileges)",
+                broker_user.pw_name,
+                settings.broker_dir,
+            )
+            broker_user = None
+            self._stay_root = True
         for private_dir in (self.dynsec_path.parent, self.persistence_dir):
             private_dir.mkdir(mode=0o700, exist_ok=True)
             _give_to(private_dir, broker_user)
@@ -216,8 +229,6 @@ class Broker:
         # The log names clients and their addresses: for the broker and root only.
         os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         _give_to(self.log_path, broker_user)
-        if broker_user is not None:
-            _check_reachable(self.persistence_dir, broker_user)
         self.config_path.write_text(self.render_config(broker_user))
         return broker_secrets
 
@@ -273,6 +284,9 @@ class Broker:
         ]
         if broker_user is not None:
             lines.append(f"user {broker_user.pw_name}")
+        elif self._stay_root:
+            # Without this line a broker started as root drops to `mosquitto`, which could not save.
+            lines.append("user root")
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> BrokerSecrets:
@@ -395,10 +409,10 @@ def _give_to(path: Path, user: pwd.struct_passwd | None) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
-    """Raise BrokerError if `user` cannot traverse every folder above `path` (as with 0700 tmp folders)."""
-    for parent in reversed(path.parents):
-        mode = parent.stat()
+def _can_enter(path: Path, user: pwd.struct_passwd) -> bool:
+    """True if `user` can traverse `path` and every folder above it (not so under a 0700 home)."""
+    for folder in (*reversed(path.parents), path):
+        mode = folder.stat()
         if mode.st_uid == user.pw_uid:
             ok = mode.st_mode & stat.S_IXUSR
         elif mode.st_gid == user.pw_gid:
@@ -406,10 +420,8 @@ def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
         else:
             ok = mode.st_mode & stat.S_IXOTH
         if not ok:
-            raise BrokerError(
-                f"the broker runs as user {user.pw_name}, which cannot enter {parent}: "
-                f"allow it (chmod o+x {parent}) or choose another PENDANT_DATA_DIR"
-            )
+            return False
+    return True
 
 
 def _accepts_connections(host: str, port: int) -> bool:

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
+
 from pendant_backend.accounts import AccountError, provision_device, revoke_device, verify_password
 from pendant_backend.db import engine_for
 from pendant_backend.models import Device
 from pendant_backend.mqtt_link import BrokerUnavailable
 from pendant_backend.settings import Settings
-from sqlmodel import Session
 
 pytestmark = pytest.mark.broker
 

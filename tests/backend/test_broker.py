@@ -10,8 +10,11 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from pendant_backend.broker import Broker, BrokerError, load_secrets
 from pendant_backend.settings import Settings
+
+from support import free_port
 
 pytestmark = pytest.mark.broker
 
@@ -127,13 +130,19 @@ def test_broker_that_dies_at_start_shows_its_log(settings: Settings) -> None:
     assert not broker.is_running()
 
 
-def test_unreachable_data_folder_is_a_clear_error(tmp_path: Path) -> None:
+def test_folder_the_broker_user_cannot_enter_keeps_root_and_still_saves(tmp_path: Path) -> None:
+    # A checkout under /root (0700): dropping to `mosquitto` would save nothing, so the broker stays root.
     if os.geteuid() != 0:
         pytest.skip("only a broker started as root changes user")
     os.chmod(tmp_path, 0o700)
-    broker = Broker(Settings.for_data_dir(tmp_path / "data", mqtt_port=1))
-    with pytest.raises(BrokerError, match="cannot enter"):
-        broker.prepare()
+    broker = Broker(Settings.for_data_dir(tmp_path / "data", mqtt_port=free_port()))
+    try:
+        broker.start()
+        assert "user root" in broker.config_path.read_text().splitlines()
+        broker.stop()  # SIGTERM: mosquitto writes its database on the way out
+        assert (broker.persistence_dir / "mosquitto.db").is_file()
+    finally:
+        broker.kill()
 
 
 def test_half_present_accounts_are_refused(broker, settings: Settings) -> None:

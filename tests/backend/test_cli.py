@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from pendant_tools.cli import main
 
 pytestmark = pytest.mark.broker

@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
+
 from pendant_backend import payloads, queries
 from pendant_backend.db import make_engine, session_scope
 from pendant_backend.ingest import Ingest, will_is_stale
 from pendant_backend.models import Alarm, Device, Heartbeat
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
 ALARM = (EXAMPLES / "alarm.json").read_bytes().rstrip(b"\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+
 from pendant_backend.ingest import Reply
 from pendant_backend.mqtt_link import MqttLink
 

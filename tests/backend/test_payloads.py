@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pendant_backend import payloads
 from pendant_backend.payloads import InvalidPayload
 

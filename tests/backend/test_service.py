@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session, select
+
 from pendant_backend.db import engine_for
 from pendant_backend.models import Alarm
 from pendant_backend.service import BackendService
-from sqlmodel import Session, select
 
 pytestmark = pytest.mark.broker
 

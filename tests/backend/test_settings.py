@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from pendant_backend import BackendError
 from pendant_backend.settings import Settings, read_private_json, write_private_json
 

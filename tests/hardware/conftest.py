@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hw_helpers import MOSQUITTO, AtClient, Mosquitto, on_loop
+
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
+
+from hw_helpers import MOSQUITTO, AtClient, Mosquitto, on_loop
 
 
 def _mosquitto(directory: Path) -> Iterator[Mosquitto]:

@@ -14,7 +14,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
 from pendant_hardware.loop_thread import LoopThread
+
+from support import free_port
 
 FINAL = re.compile(rb"\r\n(OK|ERROR|\+CME ERROR: [^\r]*)\r\n")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -48,13 +51,6 @@ class Mosquitto:
             self._process.terminate()
             self._process.wait(10)
             self._process = None
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def on_loop(loop: LoopThread, function: Callable[..., Any], *args: Any) -> Any:

@@ -1,6 +1,7 @@
 """The pure AT command-line parser."""
 
 import pytest
+
 from pendant_hardware.modem_sim.at_parser import (
     AtCommand,
     AtError,

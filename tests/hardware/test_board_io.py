@@ -6,9 +6,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from hw_helpers import on_loop
+
 from pendant_hardware.board_io import BoardIO
 from pendant_hardware.loop_thread import LoopThread
+
+from hw_helpers import on_loop
 
 
 class Pins:

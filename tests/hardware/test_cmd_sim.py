@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from pendant_hardware.sim_control import host_file, pid_alive
 from pendant_hardware.sim_host import BackgroundSimHost
 from pendant_tools.cli import main

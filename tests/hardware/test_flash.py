@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from pendant_hardware.flash import (
     FirmwareBuildError,
     default_firmware_dir,

@@ -6,11 +6,13 @@ import re
 import time
 
 import pytest
-from hw_helpers import AtClient, on_loop
+
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
 from pendant_hardware.modem_sim.general import format_cclk
 from pendant_hardware.modem_sim.settings import DENIED, ROAMING, luhn_valid
+
+from hw_helpers import AtClient, on_loop
 
 
 def test_echo_is_on_until_ate0(at: AtClient) -> None:

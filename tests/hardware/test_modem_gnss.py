@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from hw_helpers import AtClient, on_loop
+
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSim
 from pendant_hardware.modem_sim.gnss import cgnssinfo_fields, to_ddmm
 from pendant_hardware.modem_sim.settings import GNSS_STYLE_DECIMAL, ModemSettings
+
+from hw_helpers import AtClient, on_loop
 
 NO_FIX_MANUAL = "+CGNSSINFO: ,,,,,,,,,,,,,,,"
 

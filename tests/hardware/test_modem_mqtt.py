@@ -8,10 +8,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from hw_helpers import AtClient, Mosquitto, Subscriber, free_port, on_loop
+
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSim
 from pendant_hardware.modem_sim.settings import DENIED
+
+from hw_helpers import AtClient, Mosquitto, Subscriber, free_port, on_loop
 
 pytestmark = pytest.mark.broker
 

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hw_helpers import AtClient, Mosquitto
+
 from pendant_hardware.sim_control import SimNotRunning, SimRequestError, host_file, request
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
+
+from hw_helpers import AtClient, Mosquitto
 
 FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
 

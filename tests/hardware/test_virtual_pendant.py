@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hw_helpers import on_loop
+
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.sim_control import pid_alive
 from pendant_hardware.virtual_pendant import VirtualPendant
+
+from hw_helpers import on_loop
 
 FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
 CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}

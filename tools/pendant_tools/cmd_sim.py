@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from pendant_hardware.flash import FirmwareBuildError
 from pendant_hardware.sim_control import SimNotRunning, SimRequestError, request
 from pendant_hardware.sim_host import SimHost, SimHostError
