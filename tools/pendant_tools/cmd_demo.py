@@ -1,0 +1,160 @@
+"""`pendant demo`: the whole path on one machine: broker, backend and one virtual pendant to press.
+
+It composes the same pieces the real commands run (`pendant broker run`, `pendant backend run`,
+`pendant sim run`) in one process, so that one command shows an alarm travelling end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pendant_backend import BackendError
+from pendant_backend.accounts import provision_device, revoke_device
+from pendant_backend.broker import Broker
+from pendant_backend.service import BackendService
+from pendant_backend.settings import Settings, write_private_file
+from pendant_hardware.flash import FirmwareBuildError
+from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
+from pendant_hardware.virtual_pendant import VirtualPendant
+
+log = logging.getLogger(__name__)
+
+DEMO_DEVICE = "pd-0001"
+PRESS_MS = 2500
+
+VIBRATION_MEANING = {
+    "sent": "the alarm left the pendant",
+    "received": "the backend has stored the alarm",
+    "acknowledged": "an operator has taken the alarm",
+    "failed": "delivery failed: the pendant falls back to SMS and a call",
+}
+
+
+def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
+    """The device's config.json: the one saved by an earlier run, or a freshly provisioned one."""
+    path = settings.devices_dir / device_id / "config.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    try:
+        config = provision_device(settings, device_id)
+    except BackendError as exc:
+        if "already provisioned" not in str(exc):
+            raise
+        # Its saved config was deleted but the broker still has the account: this is the demo's own
+        # device, so give it new credentials rather than stop.
+        revoke_device(settings, device_id)
+        config = provision_device(settings, device_id)
+    write_private_file(path, (json.dumps(config, separators=(",", ":")) + "\n").encode())
+    return config
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--device", "device_id", default=DEMO_DEVICE, show_default=True, help="Virtual pendant id.")
+def demo(device_id: str) -> None:
+    """Run the broker, the backend and one virtual pendant, until Ctrl-C.
+
+    Mosquitto starts with a generated config and per-device accounts, the backend stores alarms in
+    SQLite, and the pendant runs the real firmware on the MicroPython unix port against the simulated
+    A7670 modem. Everything lives in the data folder ($PENDANT_DATA_DIR, default ./data), which is kept
+    for the next run; delete it to start over.
+
+    Press Enter in this terminal to press the pendant's button, or from another terminal:
+
+    \b
+      pendant sim press pd-0001      # hold the panic button for 2.5 s
+      pendant alarms list            # the alarms the backend has stored
+    """
+    settings = Settings.from_env()
+    with contextlib.ExitStack() as running:
+        try:
+            _start(settings, device_id, running)
+        except (BackendError, SimHostError, FirmwareBuildError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nstopping", err=True)
+
+
+def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) -> None:
+    click.echo(f"data folder: {settings.data_dir.resolve()}")
+    broker = Broker(settings)
+    broker.start()
+    running.callback(broker.stop)
+    click.echo(f"broker: Mosquitto on {settings.mqtt_address} (log {broker.log_path})")
+
+    backend = BackendService(settings)
+    backend.start()
+    running.callback(backend.stop)
+    if not backend.wait_ready(timeout=15):
+        raise click.ClickException("the backend did not connect to the broker within 15 s; see the log above")
+    click.echo(f"backend: storing alarms in {settings.db_url}")
+
+    config = demo_device_config(settings, device_id)
+    click.echo(f"pendant {device_id}: building the firmware and booting it on MicroPython ...")
+    sim = BackgroundSimHost(settings.data_dir, [config])
+    sim.start()
+    running.callback(sim.stop)
+    pendant_dir = settings.data_dir / "sim" / device_id
+    try:
+        sim.wait_for_mqtt(device_id, timeout=60)
+    except TimeoutError:
+        raise click.ClickException(
+            f"the pendant did not connect to the broker within 60 s: see {pendant_dir / 'console.log'}"
+        ) from None
+    _print_instructions(device_id, pendant_dir)
+    _watch(sim, device_id)
+
+
+def _print_instructions(device_id: str, pendant_dir: Path) -> None:
+    here = Path(sys.argv[0]).parent
+    pendant_cmd = str(here / "pendant") if (here / "pendant").exists() else "pendant"
+    click.echo(
+        "\n"
+        f"Ready. The pendant {device_id} is online.\n"
+        f"  Press its button: press Enter here, or run `{pendant_cmd} sim press {device_id}`\n"
+        f"  See the alarms:   here as they arrive, or `{pendant_cmd} alarms list`\n"
+        f"  Pendant console:  {pendant_dir / 'console.log'}\n"
+        "Ctrl-C stops everything.\n"
+    )
+
+
+def _watch(sim: BackgroundSimHost, device_id: str) -> None:
+    """Print what the pendant does; press its button whenever Enter is pressed."""
+    if sys.stdin.isatty():
+        threading.Thread(target=_press_on_enter, args=(sim, device_id), daemon=True).start()
+    seen_events = seen_vibrations = 0
+    while True:
+        events, vibrations = sim.call(_since(sim.pendant(device_id), seen_events, seen_vibrations))
+        seen_events += len(events)
+        seen_vibrations += len(vibrations)
+        for event in events:
+            if event.kind == "alarm_raised":
+                click.echo(f"pendant: alarm {event.alarm_id} raised")
+            elif event.kind == "alarm_acked":
+                click.echo(f"pendant: alarm {event.alarm_id} acknowledged after {event.ms} ms")
+        for vibration in vibrations:
+            meaning = VIBRATION_MEANING.get(vibration.value, "")
+            click.echo(f"pendant: vibrates '{vibration.value}' ({meaning})")
+        time.sleep(0.25)
+
+
+async def _since(pendant: VirtualPendant, events: int, vibrations: int) -> tuple[list, list]:
+    # Runs on the simulator's loop thread, which owns the pendant's lists.
+    return pendant.events[events:], pendant.vibrations[vibrations:]
+
+
+def _press_on_enter(sim: BackgroundSimHost, device_id: str) -> None:
+    for _line in sys.stdin:
+        click.echo(f"holding the button of {device_id} for {PRESS_MS / 1000:.1f} s")
+        try:
+            sim.press(device_id, PRESS_MS)
+        except Exception as exc:  # the demo goes on; the reason is shown
+            click.echo(f"could not press the button: {exc}", err=True)
