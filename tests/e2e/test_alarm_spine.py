@@ -7,6 +7,7 @@ that no alarm is lost or counted twice."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ DEVICE = "pd-0001"
 PRESS_MS = 2500  # the firmware's default long press is 2000 ms
 BOOT_S = 90  # firmware build + boot + registration + MQTT connect, on a loaded 2-core machine
 ACK_S = 60
+RELEASE_S = 1.0  # between two presses: the firmware treats a release shorter than 60 ms as contact bounce
 
 
 @pytest.fixture
@@ -44,6 +46,18 @@ def sim(broker: BrokerFixture, device_config: dict[str, Any]) -> Iterator[Backgr
         yield host
 
 
+async def _fixes_served(sim: BackgroundSimHost) -> int:
+    return sim.pendant(DEVICE).modem.gnss.fixes_served
+
+
+def wait_for_first_fix(sim: BackgroundSimHost, timeout: float = BOOT_S) -> None:
+    """Wait until the firmware has read a position from the modem (it has been worn for a while)."""
+    deadline = time.monotonic() + timeout
+    while sim.call(_fixes_served(sim)) == 0:
+        assert time.monotonic() < deadline, f"the firmware asked for no GNSS fix within {timeout} s"
+        time.sleep(0.2)
+
+
 def stored_alarms(broker: BrokerFixture) -> list[Any]:
     return list(reversed(list_alarms(engine_for(broker.settings), device_id=DEVICE, limit=100)))
 
@@ -56,6 +70,7 @@ def outbox_files(broker: BrokerFixture) -> list[str]:
 def test_press_is_stored_once_with_location_and_the_ack_reaches_the_pendant(
     broker: BrokerFixture, backend: BackendService, sim: BackgroundSimHost
 ) -> None:
+    wait_for_first_fix(sim)
     sim.press(DEVICE, PRESS_MS)
     acked = sim.wait_for_event(DEVICE, "alarm_acked", timeout=ACK_S)
 
@@ -75,6 +90,7 @@ def test_press_is_stored_once_with_location_and_the_ack_reaches_the_pendant(
 
     # A second press is a second, distinct alarm.
     seen = len(sim.pendant(DEVICE).events)
+    time.sleep(RELEASE_S)
     sim.press(DEVICE, PRESS_MS)
     second = sim.wait_for_event(DEVICE, "alarm_acked", after=seen, timeout=ACK_S)
     assert second.alarm_id != acked.alarm_id
@@ -86,6 +102,7 @@ def test_short_press_raises_no_alarm(
     broker: BrokerFixture, backend: BackendService, sim: BackgroundSimHost
 ) -> None:
     sim.press(DEVICE, 300)
+    time.sleep(RELEASE_S)
     sim.press(DEVICE, PRESS_MS)  # a real alarm after it, so there is something to wait for
     acked = sim.wait_for_event(DEVICE, "alarm_acked", timeout=ACK_S)
     assert [alarm.alarm_id for alarm in stored_alarms(broker)] == [acked.alarm_id]

@@ -21,6 +21,7 @@ class GnssCommands:
         self.modem = modem
         self.powered = False
         self.ready = False
+        self.fixes_served = 0  # position reports with a fix: tests wait for the firmware's first one
         self._ready_task: asyncio.Task[None] | None = None
 
     def register(self, table: CommandTable) -> None:
@@ -64,6 +65,7 @@ class GnssCommands:
         """AT+CGNSSINFO: the fix, or every field empty."""
         settings = self.modem.settings
         if self.has_fix:
+            self.fixes_served += 1
             self.modem.reply("+CGNSSINFO: " + cgnssinfo_fields(settings, time.time()))
         else:
             empty = 17 if settings.gnss_style == GNSS_STYLE_DECIMAL else 15
@@ -75,6 +77,7 @@ class GnssCommands:
         if not self.has_fix:
             self.modem.reply("+CGPSINFO: ,,,,,,,,")
             return
+        self.fixes_served += 1
         now = time.gmtime()
         lat, north_south = to_ddmm(settings.latitude, 2, "N", "S")
         lon, east_west = to_ddmm(settings.longitude, 3, "E", "W")
