@@ -1,0 +1,184 @@
+"""Owns the modem stream: one reader task, one command lock, URCs to handlers, a timeout on every wait.
+
+Every line the modem sends goes, in this order, to:
+1. the waiter of a running command's asynchronous final result such as `+CMQTTPUB: 0,0`, which the
+   A7670 may print before or after the command's `OK`, so the waiter is registered before the command
+   is sent (command(..., final=prefix));
+2. a URC handler from `on(prefix, fn)`: fn(line, data) runs in the reader task and must not wait;
+3. the running command: `OK`, `ERROR`, `+CME ERROR: <n>` end it, other lines are its response;
+4. otherwise it is an unknown unsolicited line: logged and dropped.
+
+The stream is a non-blocking object with readinto(buf) -> count, None when nothing is there, 0 at its
+end, and write(bytes) -> count. Reading and waiting poll (every 10 and 5 ms) instead of using asyncio's
+streams, Event, Lock and wait_for: on the unix port those cost ~4.5 KB of the pendant's 64 KB heap.
+"""
+
+import asyncio
+from time import ticks_add, ticks_diff, ticks_ms
+
+from . import atparse, log
+
+
+# Lines, prefixes and commands are str (see atparse); data written at a prompt and raw blocks are bytes.
+
+
+class ATError(Exception):
+    """The modem answered ERROR or `+CME ERROR: <n>` (the message is that line)."""
+
+
+class ATTimeout(Exception):
+    """The modem did not answer in time, or the stream is not open."""
+
+
+async def until(state, index, timeout, message="modem silent", value=True):
+    """Poll every 5 ms until bool(state[index]) == value; ATTimeout(message) after timeout ms.
+    (Parameter names here and elsewhere reuse names MicroPython already has: each new one costs heap.)"""
+    deadline = ticks_add(ticks_ms(), timeout)
+    while bool(state[index]) != value:
+        if ticks_diff(deadline, ticks_ms()) <= 0:
+            raise ATTimeout(message)
+        await asyncio.sleep_ms(5)
+
+
+async def write(stream, data):
+    """Write all of data to a non-blocking stream."""
+    data = memoryview(data)
+    while data:
+        try:
+            data = data[stream.write(data) or 0 :]
+        except OSError as e:
+            if e.errno != 11:  # EAGAIN: the socket buffer is full, try again
+                raise
+        if data:
+            await asyncio.sleep_ms(5)
+
+
+class ATChannel:
+    """The AT command channel over the stream that `opener()` (a coroutine) returns."""
+
+    def __init__(self, opener):
+        self.opener = opener
+        self._handlers = []
+        self._waiters = []
+        # [final result line, prompt or final seen, busy (the command lock), stream, stale]
+        # stale: a timed-out command's final result may still come
+        self._state = [None, False, False, None, False]
+        self._lines = None  # the running command's response lines; None while idle
+
+    def on(self, prefix, handler):
+        """Route lines (and raw blocks) starting with prefix to handler(line, data), in the reader task."""
+        self._handlers.append((prefix, handler))
+
+    async def run(self):
+        """The reader task: open the stream and parse all it delivers; OSError at end of stream."""
+        stream = await self.opener()
+        parser = atparse.Parser(self._on_event)
+        buf = bytearray(128)
+        self._state[3] = stream
+        try:
+            while True:
+                n = stream.readinto(buf)
+                if n == 0:
+                    raise OSError("modem stream closed")
+                if n:
+                    parser.feed(buf, n)
+                else:
+                    await asyncio.sleep_ms(10)
+        finally:
+            self._state[3] = None
+            try:
+                stream.close()
+            except Exception as e:
+                log("atchan", "closing the stream: %r" % e)
+
+    async def command(self, cmd, ms=5000, data=None, final=None, final_ms=0, lock_ms=30000):
+        """Send `cmd` (str, no CR); return its response lines (list of str).
+
+        ms bounds each wait for the modem. With `data`: wait for the `>` prompt, then write data. With
+        `final`: also wait up to final_ms for the asynchronous result line starting with `final` (outside
+        the lock, so other commands run meanwhile) and return that line. ATError on ERROR (unless the
+        final line came with it), ATTimeout when the modem stays silent.
+        """
+        waiter = [final, None]  # [prefix, the line that hit it]
+        if final:
+            self._waiters.append(waiter)
+        try:
+            lines = await self._locked(cmd, ms, data, lock_ms, waiter)
+            if final:
+                await until(waiter, 1, final_ms)
+                return waiter[1]
+            return lines
+        finally:
+            if final:
+                self._waiters.remove(waiter)
+
+    async def _locked(self, cmd, ms, data, lock_ms, waiter):
+        # The command under the lock (coroutine frames are split small: the heap is fragmented).
+        state = self._state
+        await until(state, 2, lock_ms, "AT channel busy", False)
+        state[2] = True
+        try:
+            return await self._send(cmd, ms, data)
+        except ATError:
+            if not waiter[1]:  # unless an error result (+CMQTTPUB: 0,14) came with the ERROR
+                raise
+        finally:
+            state[2] = False
+
+    async def _send(self, cmd, ms, data):
+        state = self._state
+        if state[4]:  # let a timed-out command's late result pass first
+            try:
+                await until(state, 4, 1000, value=False)
+            except ATTimeout:
+                state[4] = False
+        await until(state, 3, ms, "no modem stream")
+        self._lines = []
+        state[0] = None
+        state[1] = False
+        try:
+            await write(state[3], cmd + "\r")
+            if data is not None:
+                try:
+                    await until(state, 1, ms)
+                except ATTimeout:
+                    await write(state[3], "\x1b")  # ESC ends the data mode, should the prompt come late
+                    raise
+                if state[0]:
+                    raise ATError(state[0])
+                await write(state[3], data)
+            await until(state, 0, ms)
+            if state[0] != "OK":
+                raise ATError(state[0])
+            return self._lines
+        finally:
+            state[4] = state[0] is None
+            self._lines = None
+
+    def _on_event(self, kind, line, data):
+        state = self._state
+        if kind == atparse.PROMPT:
+            state[1] = True
+            return
+        for waiter in self._waiters:
+            if not waiter[1] and line.startswith(waiter[0]):
+                waiter[1] = line
+                return
+        for prefix, handler in self._handlers:
+            if line.startswith(prefix):
+                try:
+                    handler(line, data)
+                except Exception as e:
+                    log("atchan", "URC handler failed: %r" % e)
+                return
+        lines = self._lines
+        if line == "OK" or "ERROR" in line[:10]:  # ERROR, +CME ERROR: <n>, +CMS ERROR: <n>
+            if lines is not None:
+                state[0] = line
+                state[1] = True
+            state[4] = False
+        elif lines is not None and kind == atparse.LINE:
+            if not line.startswith("AT") and len(lines) < 12:  # "AT...": our echo, until ATE0
+                lines.append(line)
+        else:
+            log("atchan", "dropped line " + line)

@@ -1,0 +1,88 @@
+"""A tiny test harness for MicroPython: register tests, run them, print a line each, exit 1 on failure.
+
+    from mptest import test, eq, run
+
+    @test
+    def addition():
+        eq(1 + 1, 2)
+
+    run()
+
+A test may be a coroutine function; it then runs in a fresh event loop. A hang is caught by the time
+limit of the pytest case that runs the script (and `until` gives up after its own timeout).
+"""
+
+import asyncio
+import sys
+
+_tests = []
+# As main.py does on the pendant: keep 4 KB in one piece while the modules load (loading leaves small
+# holes behind), and free it when the tests start. Test scripts import mptest before the firmware.
+_reserve = [bytearray(4096)]
+
+
+def test(fn):
+    """Decorator: register fn as a test."""
+    _tests.append(fn)
+    return fn
+
+
+def eq(actual, expected, what="value"):
+    """Fail unless actual == expected."""
+    if actual != expected:
+        raise AssertionError("%s: got %r, expected %r" % (what, actual, expected))
+
+
+def true(condition, what="condition"):
+    """Fail unless condition holds."""
+    if not condition:
+        raise AssertionError("%s is false" % what)
+
+
+def raises(exception, fn, *args):
+    """Fail unless fn(*args) raises exception."""
+    try:
+        fn(*args)
+    except exception:
+        return
+    raise AssertionError("%s not raised" % exception.__name__)
+
+
+async def araises(exception, awaitable):
+    """Fail unless awaiting awaitable raises exception."""
+    try:
+        await awaitable
+    except exception:
+        return
+    raise AssertionError("%s not raised" % exception.__name__)
+
+
+async def until(condition, timeout_ms=5000, what="condition"):
+    """Wait (polling every 5 ms) until condition() is true; fail after timeout_ms."""
+    waited = 0
+    while not condition():
+        if waited >= timeout_ms:
+            raise AssertionError("timed out waiting for %s" % what)
+        await asyncio.sleep_ms(5)
+        waited += 5
+
+
+def run():
+    """Run every registered test; exit with status 1 if any failed."""
+    _reserve.clear()
+    failed = 0
+    for fn in _tests:
+        try:
+            result = fn()
+            if type(result).__name__ == "generator":  # a coroutine on MicroPython
+                asyncio.run(result)
+            print("ok", fn.__name__)
+        except Exception as e:
+            failed += 1
+            print("FAIL", fn.__name__)
+            sys.print_exception(e)
+        finally:
+            asyncio.new_event_loop()  # drop tasks a test left behind
+    print("%d passed, %d failed" % (len(_tests) - failed, failed))
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,229 @@
+"""The alarm flow on MicroPython against a fake MQTT transport, over a real outbox folder: press ->
+outbox file -> publish -> ack -> outbox empty; no ack -> kept and resent; reboot -> the same alarm_id
+again; duplicates and strangers harmless; a torn temp file from a power cut ignored, nothing lost."""
+
+import json
+import os
+
+from mptest import eq, run, test, true
+from pendant.alarm import Alarms
+from pendant.outbox import Outbox
+from pendant.state import State
+
+FIX = (52373101, 4892203, 8, 1764403190)
+CELL = ("LTE", 204, 8, "0x2B5C", "0x01A2F30")
+
+
+class Session:  # what Alarms needs from mqtt.Session
+    def __init__(self):
+        self.up = True
+        self.gen = 1
+        self.published = []
+
+    async def publish(self, sub, payload):
+        if self.up:
+            self.published.append((sub, json.loads(payload)))
+        return self.up
+
+
+class Modem:  # what Alarms reads from the modem: fix, cell, clock, one quick GNSS query
+    def __init__(self, fix=None, quick=None):
+        self.fix = fix
+        self.cell = CELL
+        self.quick = quick
+        self.clock = self
+
+    def now(self):
+        return 1764403200
+
+    async def gnss_query(self, ms, lock_ms):
+        return self.quick
+
+
+class Board:
+    def __init__(self):
+        self.vibrations = []
+
+    async def vibrate(self, pattern):
+        self.vibrations.append(pattern)
+
+
+def clean():
+    for folder in ("outbox",):
+        try:
+            for name in os.listdir(folder):
+                os.remove(folder + "/" + name)
+        except OSError:
+            pass
+    for name in ("state.json", "state.tmp"):
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+
+
+def boot(modem=None, session=None):
+    """A pendant starting over the flash in the current directory: new objects, same files."""
+    state = State()
+    alarms = Alarms(
+        session or Session(),
+        Outbox(),
+        state,
+        modem or Modem(FIX),
+        Board(),
+        {"ack_timeout_s": 30},
+        lambda: 87,
+        lambda count=0: None,
+    )
+    state.begin_boot(alarms.highest_boot())
+    return alarms
+
+
+def queued(alarms):
+    return [json.loads(alarms.outbox.read(name)[1])["alarm_id"] for name in alarms.outbox.names()]
+
+
+@test
+async def press_publish_ack_and_the_outbox_is_empty():
+    clean()
+    alarms = boot()
+    alarm_id = await alarms.raise_alarm()
+    eq(alarm_id, "1-1")
+    eq(queued(alarms), ["1-1"])  # on flash before anything else
+    await alarms.send()
+    sub, message = alarms.session.published[0]
+    eq(sub, "alarm")
+    eq(
+        message,
+        {
+            "alarm_id": "1-1",
+            "kind": "panic",
+            "tst": 1764403200,
+            "batt": 87,
+            "test": False,
+            "cell": None,
+            "loc": {"lat": 52.373101, "lon": 4.892203, "acc": 8, "tst": 1764403190, "src": "gnss"},
+        },
+    )
+    await alarms.on_ack("1-1", "received")
+    eq(queued(alarms), [])
+    await alarms.on_ack("1-1", "acknowledged")  # the operator took it
+    eq(alarms.board.vibrations, ["sent", "received", "acknowledged"])
+
+
+@test
+async def without_ack_it_stays_and_is_resent_after_a_reconnect_and_after_the_timeout():
+    clean()
+    alarms = boot()
+    await alarms.raise_alarm()
+    await alarms.send()
+    await alarms.send()  # not due again yet
+    eq(len(alarms.session.published), 1)
+    eq(queued(alarms), ["1-1"])
+    alarms.session.gen += 1  # a reconnect
+    alarms.on_connect()
+    await alarms.send()
+    eq(len(alarms.session.published), 2)
+    alarms.settings["ack_timeout_s"] = 0  # the ack timeout passes
+    alarms._looked -= 1000
+    await alarms.send()
+    eq([m["alarm_id"] for _, m in alarms.session.published], ["1-1", "1-1", "1-1"])
+    eq(alarms.board.vibrations, ["sent"])  # the wearer feels the first send only
+
+
+@test
+async def offline_the_alarm_waits_on_flash():
+    clean()
+    session = Session()
+    session.up = False
+    alarms = boot(session=session)
+    await alarms.raise_alarm()
+    await alarms.send()
+    eq(session.published, [])
+    eq(queued(alarms), ["1-1"])
+
+
+@test
+async def after_a_reboot_the_same_alarm_id_is_sent_again_and_new_ones_differ():
+    clean()
+    first = boot()
+    await first.raise_alarm()
+    await first.send()
+    second = boot()  # power cut and reboot: new objects over the same folder
+    await second.send()
+    eq(second.session.published[0][1]["alarm_id"], "1-1")
+    eq(await second.raise_alarm(), "2-1")
+    await second.send()
+    eq([m["alarm_id"] for _, m in second.session.published], ["1-1", "2-1"])
+    await second.on_ack("1-1", "received")
+    eq(queued(second), ["2-1"])
+
+
+@test
+async def duplicate_and_unknown_acks_are_harmless():
+    clean()
+    alarms = boot()
+    await alarms.raise_alarm()
+    await alarms.raise_alarm()
+    await alarms.send()
+    await alarms.on_ack("9-9", "received")
+    await alarms.on_ack("1-1", "received")
+    await alarms.on_ack("1-1", "received")
+    eq(queued(alarms), ["1-2"])
+    eq(alarms.board.vibrations, ["sent", "sent", "received"])
+
+
+@test
+async def a_torn_temp_file_is_ignored_and_nothing_is_lost():
+    clean()
+    alarms = boot()
+    await alarms.raise_alarm()
+    with open("outbox/00000002.tmp", "wb") as f:  # the power went while the next alarm was written
+        f.write(b'alarm\n{"alarm_id":"1-2","kind":"pa')
+    again = boot()
+    eq(queued(again), ["1-1"])
+    true("00000002.tmp" not in os.listdir("outbox"), "torn file removed")
+    await again.send()
+    eq(again.session.published[0][1]["alarm_id"], "1-1")
+
+
+@test
+async def a_complete_temp_file_is_kept():
+    clean()
+    try:
+        os.mkdir("outbox")
+    except OSError:
+        pass  # there already
+    with open("outbox/00000007.tmp", "wb") as f:  # written in full; the rename did not happen
+        f.write(b'alarm\n{"alarm_id":"4-2","kind":"panic"}')
+    alarms = boot()
+    eq(queued(alarms), ["4-2"])
+    eq(alarms.state.boot, 5)  # never below a queued alarm's boot: its id is never reused
+
+
+@test
+async def without_a_fix_one_quick_query_else_the_cell():
+    clean()
+    alarms = boot(Modem(None, FIX))
+    await alarms.raise_alarm()
+    await alarms.send()
+    message = alarms.session.published[0][1]
+    eq((message["loc"]["lat"], message["cell"]), (52.373101, None))
+    clean()
+    alarms = boot(Modem(None, None))
+    await alarms.raise_alarm()
+    await alarms.send()
+    message = alarms.session.published[0][1]
+    eq((message["loc"], message["cell"]["cid"]), (None, "0x01A2F30"))
+
+
+@test
+async def a_test_alarm_is_marked_as_one():
+    clean()
+    alarms = boot()
+    await alarms.raise_alarm("test", True)
+    await alarms.send()
+    eq((alarms.session.published[0][1]["kind"], alarms.session.published[0][1]["test"]), ("test", True))
+
+
+run()
