@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -74,13 +75,23 @@ def demo(device_id: str) -> None:
       pendant alarms list            # the alarms the backend has stored
     """
     settings = Settings.from_env()
+    # SIGTERM (kill, a timeout, systemd) unwinds like Ctrl-C, so the broker is never left running.
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as running:
         try:
             _start(settings, device_id, running)
         except (BackendError, SimHostError, FirmwareBuildError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
             click.echo("\nstopping", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Once only: a second SIGTERM (`timeout` signals the process and its group) must not cut the
+    # shutdown short and leave the broker running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) -> None:

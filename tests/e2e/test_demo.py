@@ -1,0 +1,75 @@
+"""The README's main job, `pendant demo`, as a user runs it: it comes up, a press from a second terminal
+becomes a stored alarm, and stopping it leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import free_port
+
+pytestmark = pytest.mark.e2e
+
+PENDANT = str(Path(sys.executable).with_name("pendant"))
+
+
+def _wait_for_output(path: Path, text: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert process.poll() is None, f"the demo exited early:\n{path.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{path.read_text()}"
+        time.sleep(0.2)
+
+
+def test_demo_runs_the_whole_path_and_stops_cleanly(pendant_data_dir: Path) -> None:
+    env = {**os.environ, "PENDANT_DATA_DIR": str(pendant_data_dir), "PENDANT_MQTT_PORT": str(free_port())}
+    output = pendant_data_dir / "demo.out"
+    with output.open("wb") as sink:
+        demo = subprocess.Popen(
+            [PENDANT, "demo"], env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for_output(output, "Ready. The pendant pd-0001 is online.", demo, timeout=90)
+        # The instructions it printed work from another terminal.
+        pressed = subprocess.run(
+            [PENDANT, "sim", "press", "pd-0001"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert pressed.returncode == 0, pressed.stderr
+        _wait_for_output(output, "vibrates 'received'", demo, timeout=60)
+        listed = subprocess.run(
+            [PENDANT, "alarms", "list", "--json"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        alarms = json.loads(listed.stdout)
+        assert [(alarm["device_id"], alarm["kind"]) for alarm in alarms] == [("pd-0001", "panic")]
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        code = demo.wait(timeout=60)
+    assert code == 0, output.read_text()
+    # Nothing of it is left: no broker (its config is in the data folder), no firmware (it runs in it).
+    assert _processes_using(pendant_data_dir) == []
+
+
+def _processes_using(folder: Path) -> list[str]:
+    """Live processes whose command line names `folder` or whose working directory is inside it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if "zombie" in (proc / "status").read_text().lower():
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        if str(folder) in cmdline or cwd.startswith(str(folder)):
+            found.append(f"{proc.name}: {cmdline.strip()}")
+    return found
