@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 
 import click
@@ -16,18 +17,40 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "device": ("pendant_tools.cmd_backend", "device", "Provision and inspect pendants."),
     "alarms": ("pendant_tools.cmd_backend", "alarms", "List and inspect alarms."),
     "sim": ("pendant_tools.cmd_sim", "sim", "Run virtual pendants on the bench simulator and press them."),
+    "fleet": ("pendant_tools.cmd_fleet", "fleet", "Fleet health: a summary and one row per pendant."),
+    "flash": (
+        "pendant_tools.cmd_flash",
+        "flash",
+        "Write a MicroPython image to a pendant's ESP32 (esptool).",
+    ),
+    "deploy": (
+        "pendant_tools.cmd_deploy",
+        "deploy",
+        "Compile the firmware and copy what changed to a pendant.",
+    ),
+    "provision": (
+        "pendant_tools.cmd_provision",
+        "provision",
+        "Register a connected pendant and give it its credentials.",
+    ),
+    "bench": ("pendant_tools.cmd_bench", "bench", "Run the bench test plan on a connected pendant."),
 }
+
+
+def _available(module_name: str) -> bool:
+    """True if the module exists (commands of work in progress are listed once they land)."""
+    return importlib.util.find_spec(module_name) is not None
 
 
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_SUBCOMMANDS)
+        return sorted(name for name, (module, _, _) in _SUBCOMMANDS.items() if _available(module))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = _SUBCOMMANDS.get(cmd_name)
-        if entry is None:
+        if entry is None or not _available(entry[0]):
             return None
         module_name, attribute, _ = entry
         return getattr(importlib.import_module(module_name), attribute)
