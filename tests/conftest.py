@@ -11,11 +11,15 @@ backend service. Every process and thread a fixture starts is ended at teardown.
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import os
 import queue
 import shutil
+import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from pendant_backend.accounts import provision_device
 from pendant_backend.broker import Broker, BrokerSecrets
+from pendant_backend.db import make_engine
 from pendant_backend.service import BackendService
 from pendant_backend.settings import Settings
 
@@ -35,6 +40,163 @@ from support import free_port
 
 PROTOCOL_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "protocol-examples"
 WAIT_S = 10.0
+
+
+# ---- databases: every database-touching test runs on SQLite and on PostgreSQL ------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "postgresql: runs on the private PostgreSQL cluster of tests/conftest.py"
+    )
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # The server refuses to run as root: as root, run it as the `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@dataclass
+class PostgresCluster:
+    """A private PostgreSQL server on 127.0.0.1 (trust authentication, for tests only)."""
+
+    port: int
+    data_dir: Path
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def admin(self, sql: str) -> None:
+        """Run one statement outside a transaction (CREATE DATABASE cannot run inside one)."""
+        import psycopg
+
+        with psycopg.connect(self.url("postgres").replace("+psycopg", ""), autocommit=True) as connection:
+            connection.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """Starts PostgreSQL (Debian's server) once for the session in a private folder on a free port;
+    stops it and deletes the folder at the end. Skips when the server is not installed."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): apt-get install postgresql"
+        )
+    root = Path(tempfile.mkdtemp(prefix="pendant-pg-"))
+    data_dir, socket_dir = root / "data", root / "socket"
+    socket_dir.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(socket_dir, "postgres")
+    port = free_port()
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data_dir),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield PostgresCluster(port=port, data_dir=data_dir)
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_cluster: PostgresCluster) -> str:
+    """A database migrated to the newest schema once, copied for every test (CREATE DATABASE ... TEMPLATE)."""
+    postgres_cluster.admin("CREATE DATABASE pendant_template")
+    engine = make_engine(postgres_cluster.url("pendant_template"))
+    engine.dispose()
+    return "pendant_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template() -> Iterator[Path]:
+    """A SQLite file migrated to the newest schema once, copied for every test."""
+    folder = Path(tempfile.mkdtemp(prefix="pendant-sqlite-"))
+    path = folder / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    engine.dispose()
+    yield path
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_database_numbers = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database at the newest schema: a SQLite file, or a PostgreSQL database on the private
+    cluster. Parametrised: a test that uses it runs once on each."""
+    if request.param == "sqlite":
+        path = tmp_path / "pendant.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        os.chmod(path, 0o600)
+        return f"sqlite:///{path}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    template = request.getfixturevalue("postgres_template")
+    name = f"pendant_{os.getpid()}_{next(_database_numbers)}"
+    for attempt in range(50):
+        try:
+            cluster.admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+            break
+        except Exception:  # the template is briefly in use by another connection: try again
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
+    return cluster.url(name)
+
+
+@pytest.fixture
+def engine(db_url: str):
+    """An engine on `db_url` (both databases), disposed at teardown."""
+    instance = make_engine(db_url)
+    yield instance
+    instance.dispose()
 
 
 @dataclass
@@ -62,8 +224,14 @@ def pendant_data_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def pendant_settings(pendant_data_dir: Path) -> Settings:
-    """Project settings on the fresh data folder and a free port (the broker is not started)."""
+    """Project settings on the fresh data folder and a free port (the broker is not started); SQLite."""
     return Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port())
+
+
+@pytest.fixture
+def any_db_settings(pendant_settings: Settings, db_url: str) -> Settings:
+    """`pendant_settings` on both databases (parametrised by `db_url`): for the `broker_on` fixture."""
+    return dataclasses.replace(pendant_settings, db_url=db_url)
 
 
 @pytest.fixture
@@ -73,6 +241,17 @@ def broker(pendant_settings: Settings) -> Iterator[BrokerFixture]:
     broker_secrets = instance.start()
     try:
         yield BrokerFixture(pendant_settings, broker_secrets, instance)
+    finally:
+        instance.kill()
+
+
+@pytest.fixture
+def broker_any_db(any_db_settings: Settings) -> Iterator[BrokerFixture]:
+    """`broker`, with settings whose database is SQLite or PostgreSQL (the test runs on both)."""
+    instance = Broker(any_db_settings)
+    broker_secrets = instance.start()
+    try:
+        yield BrokerFixture(any_db_settings, broker_secrets, instance)
     finally:
         instance.kill()
 

@@ -1,4 +1,9 @@
-"""Device credentials, through the broker's dynamic-security API (create, revoke), and their record."""
+"""Device credentials, through the broker's dynamic-security API (create, rotate, revoke), and their record.
+
+Passwords are random (192 bits from `secrets`), never derived from the IMEI, ICCID or device id, and the
+database keeps only a PBKDF2 hash; the rendered config.json is the one place a password exists.
+Every change is an audit event.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine
 
-from pendant_backend import BackendError, payloads
+from pendant_backend import BackendError, audit, configs, payloads
 from pendant_backend.broker import (
     DYNSEC_TOPIC,
     BrokerSecrets,
@@ -23,7 +30,7 @@ from pendant_backend.broker import (
 )
 from pendant_backend.db import engine_for, session_scope
 from pendant_backend.models import Device, utc_now
-from pendant_backend.mqtt_link import request
+from pendant_backend.mqtt_link import RequestSession
 from pendant_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,18 +92,40 @@ def device_config(
     }
 
 
+@contextmanager
+def dynsec_session(
+    settings: Settings, *, broker_secrets: BrokerSecrets | None = None, timeout: float = 10.0
+) -> Iterator[RequestSession]:
+    """One admin connection to the dynamic-security API, for many calls (e.g. provisioning a batch)."""
+    broker_secrets = broker_secrets or load_secrets(settings)
+    with RequestSession(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        username=broker_secrets.admin_username,
+        password=broker_secrets.admin_password,
+        topic=DYNSEC_TOPIC,
+        response_topic=DYNSEC_RESPONSE_TOPIC,
+        timeout=timeout,
+    ) as session:
+        yield session
+
+
 def dynsec_call(
     settings: Settings,
     commands: list[dict[str, Any]],
     *,
     broker_secrets: BrokerSecrets | None = None,
     timeout: float = 10.0,
+    session: RequestSession | None = None,
 ) -> list[dict[str, Any]]:
     """Send `commands` to the dynamic-security plugin as the admin account; return its responses in order.
 
-    A response with an `error` is returned as it is: the caller decides which errors matter.
+    Uses `session` if given, else a connection of its own. A response with an `error` is returned as it
+    is: the caller decides which errors matter.
     """
-    broker_secrets = broker_secrets or load_secrets(settings)
+    if session is None:
+        with dynsec_session(settings, broker_secrets=broker_secrets, timeout=timeout) as own:
+            return dynsec_call(settings, commands, session=own)
     token = secrets.token_hex(8)
     tagged = [{**command, "correlationData": f"{token}-{i}"} for i, command in enumerate(commands)]
 
@@ -107,17 +136,7 @@ def dynsec_call(
         except (ValueError, KeyError, TypeError, AttributeError):
             return False
 
-    answer = request(
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
-        username=broker_secrets.admin_username,
-        password=broker_secrets.admin_password,
-        topic=DYNSEC_TOPIC,
-        payload=json.dumps({"commands": tagged}).encode(),
-        response_topic=DYNSEC_RESPONSE_TOPIC,
-        is_response=is_ours,
-        timeout=timeout,
-    )
+    answer = session.call(json.dumps({"commands": tagged}).encode(), is_ours)
     return json.loads(answer)["responses"]
 
 
@@ -133,18 +152,29 @@ def provision_device(
     apn: str = "internet",
     engine: Engine | None = None,
     timeout: float = 10.0,
+    actor: str = audit.SYSTEM,
+    session: RequestSession | None = None,
 ) -> dict[str, Any]:
     """Create a broker account for `device_id` and return its config.json as a dict.
 
     The account gets a random password (192 bits), is bound to the client id `device_id`, and has a
     role that reaches only the device's own topics. The database keeps only a hash of the password:
     the returned dict is the one place the password exists, so save it (the CLI writes it 0600).
-    Raises AccountError if the device already has an account, BrokerUnavailable if the broker is down.
+    A device not yet in the registry is added; one in stock or returned becomes `provisioned`.
+    Raises AccountError if the device already has an account or is decommissioned, BrokerUnavailable
+    if the broker is down. `session` (from `dynsec_session`) reuses one admin connection for a batch.
     """
     check_device_id(device_id)
-    broker_secrets = load_secrets(settings)
+    engine = engine or engine_for(settings)
+    with session_scope(engine) as db:
+        device = db.get(Device, device_id)
+        if device is not None and device.loan_state == "decommissioned":
+            raise AccountError(f"{device_id} is decommissioned: it cannot be provisioned again")
+    if session is None:
+        with dynsec_session(settings, timeout=timeout) as own:
+            return provision_device(settings, device_id, apn=apn, engine=engine, actor=actor, session=own)
     get_client = {"command": "getClient", "username": device_id}
-    existing = dynsec_call(settings, [get_client], broker_secrets=broker_secrets, timeout=timeout)[0]
+    existing = dynsec_call(settings, [get_client], session=session)[0]
     if "error" not in existing:
         raise AccountError(
             f"{device_id} is already provisioned: revoke it first with `pendant device revoke {device_id}`"
@@ -166,33 +196,52 @@ def provision_device(
                 "roles": [{"rolename": role}],
             },
         ],
-        broker_secrets=broker_secrets,
-        timeout=timeout,
+        session=session,
     )
     _raise_on_error(responses[1], f"create the role {role}")
     _raise_on_error(responses[2], f"create the account {device_id}")
     try:
-        _record_provisioned(engine or engine_for(settings), device_id, hash_password(password))
+        _record_provisioned(engine, device_id, hash_password(password), actor)
     except Exception:
         log.error("could not record %s in the database; removing its broker account again", device_id)
-        _delete_account(settings, device_id, broker_secrets, timeout)
+        _delete_account(settings, device_id, session)
         raise
     log.info("provisioned %s", device_id)
     return device_config(settings, device_id, password, apn=apn)
 
 
-def _record_provisioned(engine: Engine, device_id: str, password_hash: str) -> None:
+def provision_devices(
+    settings: Settings,
+    device_ids: Iterable[str],
+    *,
+    apn: str = "internet",
+    engine: Engine | None = None,
+    actor: str = audit.SYSTEM,
+) -> Iterator[dict[str, Any]]:
+    """Provision many devices over one admin connection; yields each config.json as it is made."""
+    engine = engine or engine_for(settings)
+    with dynsec_session(settings) as session:
+        for device_id in device_ids:
+            yield provision_device(settings, device_id, apn=apn, engine=engine, actor=actor, session=session)
+
+
+def _record_provisioned(engine: Engine, device_id: str, password_hash: str, actor: str) -> None:
+    now = utc_now()
     with session_scope(engine) as session:
         device = session.get(Device, device_id) or Device(device_id=device_id)
         device.password_hash = password_hash
-        device.provisioned_at = utc_now()
+        device.provisioned_at = now
         device.revoked_at = None
+        if device.loan_state in ("in_stock", "returned"):
+            device.loan_state = "provisioned"
         session.add(device)
+        session.flush()
+        audit.append(session, kind="device_provisioned", at=now, actor=actor, device_id=device_id)
+        # Its config, retained on the broker, is there when it first connects.
+        configs.publish_device(session, device, now=now)
 
 
-def _delete_account(
-    settings: Settings, device_id: str, broker_secrets: BrokerSecrets, timeout: float
-) -> bool:
+def _delete_account(settings: Settings, device_id: str, session: RequestSession | None) -> bool:
     """Delete the device's client (the broker disconnects it at once) and its role; True if it existed."""
     responses = dynsec_call(
         settings,
@@ -200,8 +249,7 @@ def _delete_account(
             {"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role_name(device_id)},
         ],
-        broker_secrets=broker_secrets,
-        timeout=timeout,
+        session=session,
     )
     return "error" not in responses[0]
 
@@ -212,19 +260,81 @@ def revoke_device(
     *,
     engine: Engine | None = None,
     timeout: float = 10.0,
+    actor: str = audit.SYSTEM,
 ) -> None:
     """Delete the device's broker account: the broker refuses it from now on and disconnects it if it is
     connected. Its alarms and heartbeats stay in the database; the device row is marked revoked."""
     check_device_id(device_id)
-    broker_secrets = load_secrets(settings)
-    existed = _delete_account(settings, device_id, broker_secrets, timeout)
+    with dynsec_session(settings, timeout=timeout) as session:
+        existed = _delete_account(settings, device_id, session)
     engine = engine or engine_for(settings)
-    with session_scope(engine) as session:
-        device = session.get(Device, device_id)
+    now = utc_now()
+    with session_scope(engine) as db:
+        device = db.get(Device, device_id)
         if device is None and not existed:
             raise AccountError(f"there is no device {device_id}: see `pendant device list`")
         if device is not None:
-            device.revoked_at = utc_now()
+            device.revoked_at = now
             device.password_hash = None
-            session.add(device)
+            db.add(device)
+            db.flush()
+            audit.append(
+                db,
+                kind="device_revoked",
+                at=now,
+                actor=actor,
+                device_id=device_id,
+                data={"broker_account_existed": existed},
+            )
     log.info("revoked %s", device_id)
+
+
+def rotate_device(
+    settings: Settings,
+    device_id: str,
+    *,
+    apn: str = "internet",
+    engine: Engine | None = None,
+    timeout: float = 10.0,
+    actor: str = audit.SYSTEM,
+) -> dict[str, Any]:
+    """Give the device a new random password and return its new config.json. The broker drops a
+    connection made with the old password; the pendant gets back in with the new config only."""
+    check_device_id(device_id)
+    password = new_password()
+    with dynsec_session(settings, timeout=timeout) as session:
+        responses = dynsec_call(
+            settings,
+            [
+                {"command": "setClientPassword", "username": device_id, "password": password},
+                # Disabling drops a session made with the old password; the account stays.
+                {"command": "disableClient", "username": device_id},
+                {"command": "enableClient", "username": device_id},
+            ],
+            session=session,
+        )
+    if "error" in responses[0]:
+        raise AccountError(
+            f"{device_id} has no broker account to rotate: "
+            f"provision it with `pendant device provision {device_id}`"
+        )
+    _raise_on_error(responses[1], f"disconnect {device_id}")
+    _raise_on_error(responses[2], f"enable {device_id} again")
+    engine = engine or engine_for(settings)
+    now = utc_now()
+    with session_scope(engine) as db:
+        device = db.get(Device, device_id) or Device(device_id=device_id, loan_state="provisioned")
+        device.password_hash = hash_password(password)
+        device.rotated_at = now
+        db.add(device)
+        db.flush()
+        audit.append(db, kind="device_rotated", at=now, actor=actor, device_id=device_id)
+    log.info("rotated the credentials of %s", device_id)
+    return device_config(settings, device_id, password, apn=apn)
+
+
+def write_device_config(path: Any, config: dict[str, Any]) -> None:
+    """Write a rendered config.json for the tools (mode 0600: it holds the password)."""
+    from pendant_backend.settings import write_private_file
+
+    write_private_file(path, (json.dumps(config, separators=(",", ":")) + "\n").encode())

@@ -271,6 +271,9 @@ class Broker:
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
             "max_inflight_messages 100",
+            # Small request/response messages (acks, the dynamic-security API) must not wait for Nagle's
+            # algorithm and the peer's delayed ACK (about 40 ms each on Linux).
+            "set_tcp_nodelay true",
             # Pendants use MQTT 3.1.1 persistent sessions; keep those of a pendant left in a drawer.
             "persistent_client_expiration 90d",
             f"log_dest file {self.log_path}",

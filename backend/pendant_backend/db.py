@@ -1,20 +1,34 @@
-"""Engine and sessions: SQLite in WAL mode (durable commits, readers beside the writer) or another URL."""
+"""Engine, sessions and schema migrations: SQLite in WAL mode by default, or PostgreSQL.
+
+The schema is Alembic's (pendant_backend/migrations): every engine made here is upgraded to the newest
+revision before it is used, so the backend, the CLI and the API always meet the same schema.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from pendant_backend import BackendError, models  # noqa: F401 - models registers the tables
 from pendant_backend.settings import Settings
 
+log = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Serialises appends to the audit chain on PostgreSQL (SQLite serialises every write transaction).
+AUDIT_LOCK_KEY = 0x70656E64
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -25,14 +39,29 @@ def sqlite_path(db_url: str) -> Path | None:
     return Path(url.database)
 
 
-def make_engine(db_url: str, *, create: bool = True) -> Engine:
-    """An engine for `db_url` with the tables created.
+def normalize_url(db_url: str) -> str:
+    """`postgresql://` means psycopg 3 here (SQLAlchemy's default would be psycopg2, not installed)."""
+    url = make_url(db_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def is_postgresql(engine: Engine) -> bool:
+    """True for a PostgreSQL engine."""
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(db_url: str, *, create: bool = True, migrate: bool = True) -> Engine:
+    """An engine for `db_url`, its schema upgraded to the newest migration.
 
     For SQLite: the file is created 0600, journal in WAL mode, `synchronous=FULL` so that a commit
-    survives a power cut (an alarm is acknowledged to the pendant only after its commit), and a busy
-    timeout so that the CLI reading beside the backend never makes ingest fail. With `create=False` a
-    missing SQLite file raises BackendError instead of being created.
+    survives a power cut (an alarm is acknowledged to the pendant only after its commit), a busy timeout
+    so that readers never make ingest fail, and write transactions that take the write lock when they
+    begin (BEGIN IMMEDIATE) so that two writers queue instead of failing. With `create=False` a missing
+    SQLite file raises BackendError instead of being created.
     """
+    db_url = normalize_url(db_url)
     path = sqlite_path(db_url)
     connect_args = {}
     if path is not None:
@@ -42,23 +71,73 @@ def make_engine(db_url: str, *, create: bool = True) -> Engine:
                     f"there is no database at {path}: start the backend with `pendant backend run`"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Alarms name people and places: the file (and its -wal and -shm, which copy its mode) is private.
+            # Alarms locate people: the file (and its -wal and -shm, which copy its mode) is private.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    engine = create_engine(db_url, connect_args=connect_args)
-    if path is not None:
+    engine = create_engine(db_url, connect_args=connect_args, pool_pre_ping=path is None)
+    if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
-    SQLModel.metadata.create_all(engine)
+        event.listen(engine, "begin", _begin_sqlite)
+    if migrate:
+        upgrade(engine)
     return engine
 
 
 def _configure_sqlite(dbapi_connection, connection_record) -> None:  # noqa: ANN001 - DB-API objects
+    # The driver's own transaction handling is switched off: _begin_sqlite emits BEGIN itself.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_sqlite(connection) -> None:  # noqa: ANN001 - a SQLAlchemy Connection
+    mode = connection.get_execution_options().get("pendant_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration for our migrations (the URL comes from `engine`, else from Settings)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at, None for an empty one."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Upgrade the schema to the newest migration (nothing to do when it is there already)."""
+    if current_revision(engine) == head_revision():
+        return
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+    if tables and "alembic_version" not in tables:
+        raise BackendError(
+            f"the database {engine.url.render_as_string(hide_password=True)} was made before schema "
+            "migrations existed (an early pilot): move it aside and start again"
+        )
+    # Alembic reports every step at INFO; one line of ours says it instead.
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    finally:
+        alembic_log.setLevel(level)
+    log.info("database upgraded to schema %s", head_revision())
 
 
 def engine_for(settings: Settings, *, create: bool = True) -> Engine:
@@ -68,11 +147,22 @@ def engine_for(settings: Settings, *, create: bool = True) -> Engine:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits when the block ends normally and rolls back if it raises."""
-    with Session(engine, expire_on_commit=False) as session:
+    """A write transaction that commits when the block ends normally and rolls back if it raises.
+
+    On SQLite it takes the write lock at BEGIN, so concurrent writers (ingest, the rules, the CLI, the
+    API) queue behind each other instead of failing with `database is locked`.
+    """
+    bind = engine.execution_options(pendant_begin="IMMEDIATE") if engine.dialect.name == "sqlite" else engine
+    with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+def lock_audit_chain(session: Session) -> None:
+    """Make this transaction the only one appending to the audit chain until it ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=AUDIT_LOCK_KEY))

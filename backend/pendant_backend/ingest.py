@@ -4,6 +4,12 @@
 with the replies to publish. It knows nothing of MQTT. An invalid message is logged with its topic,
 counted by reason and answered with nothing. A failure to store an alarm raises, so that the caller
 leaves the message on the broker; a failure on any other topic is logged and counted, never raised.
+
+A message from a device id the database does not know is rejected (`unknown_device`), except an alarm:
+the broker authenticated the sender, so the alarm is stored and acked all the same (losing it would be
+worse), and counted and logged as `unknown_device_alarm`.
+
+The log never carries a position: logs travel to less protected systems than the database.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from pendant_backend import payloads
+from pendant_backend import alarms, audit, chain, notify, payloads
 from pendant_backend.db import session_scope
 from pendant_backend.models import Alarm, Device, Heartbeat, utc_now
 from pendant_backend.payloads import InvalidPayload
@@ -56,32 +62,47 @@ def will_is_stale(last_birth_sess: int | None, will_sess: int) -> bool:
     return last_birth_sess is not None and will_sess < last_birth_sess
 
 
-def describe_alarm(device_id: str, alarm: payloads.Alarm, *, new: bool, resends: int = 0) -> str:
-    """One readable line for the log: who, what, when, where."""
+def describe_alarm(device_id: str, alarm: payloads.Alarm, *, ref: str, fate: str) -> str:
+    """One readable line for the log: who, what, when, and whether there is a fix, but never where."""
     when = (
         datetime.fromtimestamp(alarm.tst, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         if alarm.tst is not None
         else "time unknown"
     )
     if alarm.loc is not None:
-        where = f"at {alarm.loc.lat:.6f},{alarm.loc.lon:.6f} ±{alarm.loc.acc} m"
+        where = f"fix ±{alarm.loc.acc} m"
     elif alarm.cell is not None:
-        c = alarm.cell
-        where = f"no fix, cell {c.mcc}/{c.mnc} lac {c.lac} cid {c.cid} {c.rat}"
+        where = "no fix, cell only"
     else:
         where = "no position"
     batt = f"batt {alarm.batt}%" if alarm.batt is not None else "batt ?"
     what = f"{'TEST ' if alarm.test else ''}{alarm.kind}"
-    fate = "stored" if new else f"duplicate #{resends}, acked again"
-    return f"ALARM {device_id}/{alarm.alarm_id} {what}, raised {when}, {where}, {batt}: {fate}"
+    return f"ALARM {ref} {what}, raised {when}, {where}, {batt}: {fate}"
+
+
+def same_alarm(stored: Alarm, alarm: payloads.Alarm) -> bool:
+    """A resend carries the same kind, test flag and pendant time; a reused id (a pendant that lost its
+    state) carries another alarm under the same id."""
+    return (stored.kind, stored.test, stored.device_time) == (alarm.kind, alarm.test, alarm.tst)
 
 
 class Ingest:
-    """Validates and stores device messages in the database behind `engine`."""
+    """Validates and stores device messages in the database behind `engine`.
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
+    `on_change` (if given) is called after a message changed what the health rules look at, so that
+    the service can classify the device again soon; it must not block.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.on_change = on_change
         self._counts_lock = threading.Lock()
         self.invalid_counts: Counter[str] = Counter()
 
@@ -91,7 +112,7 @@ class Ingest:
             where = payloads.parse_topic(topic)
             record = payloads.PARSERS[where.leaf](payload)
         except InvalidPayload as exc:
-            return self._reject(topic, exc)
+            return self._reject(topic, exc.reason, exc.detail)
         except Exception:
             # A bug in validation. Raising would make the broker deliver the message again and again
             # (and stall ingest with it); the pendant keeps an unacked alarm and falls back to SMS.
@@ -99,26 +120,40 @@ class Ingest:
             self._count("validation_error")
             return Outcome(topic, invalid="validation_error")
         if where.leaf == "alarm":
-            return self._store_alarm(topic, where.device_id, record, payload)
+            outcome = self._store_alarm(topic, where.device_id, record, payload)
+            self._changed(where.device_id)
+            return outcome
         try:
             with session_scope(self.engine) as session:
-                device = self._touch_device(session, where.device_id)
+                now = self.clock()
+                device = session.get(Device, where.device_id, with_for_update=True)
+                if device is None:
+                    return self._reject(topic, "unknown_device", f"{where.device_id} is not in the registry")
+                self._touch(device, now)
                 if where.leaf == "status":
                     self._apply_status(device, record)
                 elif where.leaf == "tele":
-                    self._store_heartbeat(session, device, record)
+                    self._store_heartbeat(session, device, record, now)
+                elif where.leaf == "evt":
+                    self._apply_event(session, device, record, now)
                 else:
-                    log.info("%s from %s: %s", where.leaf, where.device_id, record)
+                    log.info("cmd/res from %s: %s ok=%s", device.device_id, record.id, record.ok)
+                session.add(device)
         except Exception as exc:
             log.exception("could not handle the message on %s", topic)
             self._count("handler_error")
             return Outcome(topic, where.leaf, where.device_id, error=f"{type(exc).__name__}: {exc}")
+        self._changed(where.device_id)
         return Outcome(topic, where.leaf, where.device_id)
 
-    def _reject(self, topic: str, exc: InvalidPayload) -> Outcome:
-        self._count(exc.reason)
-        log.warning("rejected the message on %s: %s (%s)", topic, exc.reason, exc.detail)
-        return Outcome(topic, invalid=exc.reason)
+    def _changed(self, device_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change(device_id)
+
+    def _reject(self, topic: str, reason: str, detail: str) -> Outcome:
+        self._count(reason)
+        log.warning("rejected the message on %s: %s (%s)", topic, reason, detail)
+        return Outcome(topic, invalid=reason)
 
     def _count(self, reason: str) -> None:
         with self._counts_lock:
@@ -130,49 +165,98 @@ class Ingest:
         for attempt in (1, 2):
             try:
                 with session_scope(self.engine) as session:
-                    self._touch_device(session, device_id)
-                    stored = session.exec(
-                        select(Alarm).where(Alarm.device_id == device_id, Alarm.alarm_id == alarm.alarm_id)
-                    ).first()
-                    if stored is None:
-                        stored = self._new_alarm(device_id, alarm, raw)
-                        session.add(stored)
-                        new = True
-                    else:
-                        stored.resends += 1
-                        session.add(stored)
-                        new = False
-                        if stored.payload != raw.decode():
-                            log.warning(
-                                "alarm %s/%s came again with another payload; the first is kept",
-                                device_id,
-                                alarm.alarm_id,
-                            )
-                    state, resends = stored.state, stored.resends
+                    stored, new = self._store_alarm_once(session, device_id, alarm, raw)
+                    state, ref, resends, collision = (
+                        stored.state,
+                        stored.ref,
+                        stored.resends,
+                        stored.id_collision,
+                    )
                 break
             except IntegrityError:
                 if attempt == 2:
                     raise
-                log.info(
-                    "alarm %s/%s was stored concurrently; treating it as a duplicate",
-                    device_id,
-                    alarm.alarm_id,
-                )
-        log.info(describe_alarm(device_id, alarm, new=new, resends=resends))
+                log.info("alarm %s/%s was stored concurrently; looking again", device_id, alarm.alarm_id)
+        if new and collision:
+            log.warning(
+                "alarm id %s/%s was used before for another alarm (a pendant that lost its state?): "
+                "stored as a new alarm %s",
+                device_id,
+                alarm.alarm_id,
+                ref,
+            )
+        fate = "stored" if new else f"duplicate #{resends}, acked again"
+        log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate))
         ack = payloads.AlarmAck(alarm_id=alarm.alarm_id, state=state)
         reply = Reply(payloads.topic_for(device_id, "alarm/ack"), payloads.encode_alarm_ack(ack))
         return Outcome(topic, "alarm", device_id, replies=(reply,), new=new)
 
-    def _new_alarm(self, device_id: str, alarm: payloads.Alarm, raw: bytes) -> Alarm:
+    def _store_alarm_once(
+        self, session: Session, device_id: str, alarm: payloads.Alarm, raw: bytes
+    ) -> tuple[Alarm, bool]:
+        now = self.clock()
+        # Locked (PostgreSQL): alarms of one device are stored one at a time.
+        device = session.get(Device, device_id, with_for_update=True)
+        if device is None:
+            # The broker authenticated it, so the id is real (e.g. a database restored from an old
+            # backup): losing the alarm would be worse than a row for a device we do not know.
+            self._count("unknown_device_alarm")
+            log.error(
+                "alarm from %s, which is not in the registry: storing it and adding the device", device_id
+            )
+            device = Device(device_id=device_id, loan_state="provisioned", first_seen_at=now)
+        self._touch(device, now)
+        session.add(device)
+        earlier = list(
+            session.exec(
+                select(Alarm)
+                .where(Alarm.device_id == device_id, Alarm.alarm_id == alarm.alarm_id)
+                .order_by(col(Alarm.occurrence))
+            )
+        )
+        for stored in earlier:
+            if same_alarm(stored, alarm):
+                stored.resends += 1
+                session.add(stored)
+                return stored, False
+        stored = self._new_alarm(device_id, alarm, raw, now, occurrence=len(earlier))
+        session.add(stored)
+        session.flush()
+        audit.append(
+            session,
+            kind="alarm_received",
+            at=now,
+            device_id=device_id,
+            alarm_pk=stored.id,
+            data={
+                "ref": stored.ref,
+                "content": chain.digest(audit.alarm_content(stored)),
+                "id_collision": stored.id_collision,
+            },
+        )
+        if alarm.loc is not None:
+            alarms.add_trail_point(session, stored, at=now, loc=alarm.loc, source="alarm")
+        if alarm.test:
+            device.last_test_alarm_at = now
+        notify.enqueue(
+            session, event="alarm", body=alarms.webhook_body(stored, device), now=now, device_id=device_id
+        )
+        return stored, True
+
+    def _new_alarm(
+        self, device_id: str, alarm: payloads.Alarm, raw: bytes, now: datetime, *, occurrence: int
+    ) -> Alarm:
         loc = alarm.loc
         return Alarm(
             device_id=device_id,
             alarm_id=alarm.alarm_id,
+            occurrence=occurrence,
+            id_collision=occurrence > 0,
             kind=alarm.kind,
             test=alarm.test,
             state="received",
             device_time=alarm.tst,
-            received_at=self.clock(),
+            received_at=now,
             lat=loc.lat if loc else None,
             lon=loc.lon if loc else None,
             acc=loc.acc if loc else None,
@@ -193,17 +277,11 @@ class Ingest:
             payload=raw.decode(),
         )
 
-    def _touch_device(self, session: Session, device_id: str) -> Device:
-        now = self.clock()
-        device = session.get(Device, device_id)
-        if device is None:
-            # The broker authenticated it, so the id is real; losing its alarm would be worse than a
-            # row for a device we did not provision here (e.g. a database restored from an old backup).
-            log.warning("message from %s, which is not in the devices table: adding it", device_id)
-            device = Device(device_id=device_id, first_seen_at=now)
+    @staticmethod
+    def _touch(device: Device, now: datetime) -> None:
+        if device.first_seen_at is None:
+            device.first_seen_at = now
         device.last_seen_at = now
-        session.add(device)
-        return device
 
     def _apply_status(self, device: Device, status: payloads.Status) -> None:
         if status.online:
@@ -217,13 +295,23 @@ class Ingest:
             device.online, device.sess = False, status.sess
             log.info("%s offline (sess %d)", device.device_id, status.sess)
 
-    def _store_heartbeat(self, session: Session, device: Device, tele: payloads.Telemetry) -> None:
-        device.boot, device.fw = tele.boot, tele.fw
+    def _store_heartbeat(
+        self, session: Session, device: Device, tele: payloads.Telemetry, now: datetime
+    ) -> None:
+        device.boot, device.fw, device.config_applied_rev = tele.boot, tele.fw, tele.cfg
+        device.last_heartbeat_at = now
+        if device.online is None:
+            device.online = True
         loc = tele.loc
+        if loc is not None:
+            age_s = tele.tst - loc.tst if tele.tst is not None and loc.tst is not None else 0
+            device.last_fix_at = now - timedelta(seconds=max(age_s, 0))
+            for alarm in alarms.open_alarms(session, device.device_id):
+                alarms.add_trail_point(session, alarm, at=now, loc=loc, source="tele")
         session.add(
             Heartbeat(
                 device_id=device.device_id,
-                received_at=self.clock(),
+                received_at=now,
                 device_time=tele.tst,
                 boot=tele.boot,
                 up=tele.up,
@@ -243,3 +331,22 @@ class Ingest:
                 heap=tele.heap,
             )
         )
+
+    def _apply_event(self, session: Session, device: Device, evt: payloads.Event, now: datetime) -> None:
+        fields = evt.fields
+        if evt.evt == "config_applied" and isinstance(fields.get("rev"), int):
+            device.config_applied_rev, device.config_error = fields["rev"], None
+        elif evt.evt == "config_rejected":
+            device.config_error = f"rev {fields.get('rev')}: {fields.get('field')}: {fields.get('err')}"[:200]
+        raw_loc = fields.get("loc")
+        if isinstance(raw_loc, dict):
+            try:
+                loc = payloads.parse_location(raw_loc)
+            except InvalidPayload as exc:
+                self._count(exc.reason)
+                log.warning("ignored the position in %s from %s: %s", evt.evt, device.device_id, exc.detail)
+            else:
+                for alarm in alarms.open_alarms(session, device.device_id):
+                    alarms.add_trail_point(session, alarm, at=now, loc=loc, source="evt")
+        # The event's name only: its fields may hold a position.
+        log.info("evt %s from %s", evt.evt, device.device_id)

@@ -97,7 +97,11 @@ class MqttLink:
         # Digests of messages whose handling failed: the pause before reconnecting grows while any of
         # them keeps failing, and falls back once they all went through.
         self._failing: set[bytes] = set()
-        self._outbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, bytes, bool, Callable[[], None] | None]] = (
+            queue.SimpleQueue()
+        )
+        # mid of a plain publish -> what to call once the broker took it (this connection only).
+        self._on_taken: dict[int, Callable[[], None]] = {}
         # The client id is the username: the broker binds the account to it, and the session is named by it.
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -135,9 +139,13 @@ class MqttLink:
         """True once connected and subscribed (False if that did not happen within `timeout`)."""
         return self.subscribed.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish with QoS 1, from any thread: the link's thread sends it (after a reconnect if need be)."""
-        self._outbox.put((topic, payload, retain))
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, on_taken: Callable[[], None] | None = None
+    ) -> None:
+        """Publish with QoS 1, from any thread: the link's thread sends it (after a reconnect if need be).
+        `on_taken` runs on the link's thread once the broker has acknowledged it (PUBACK); it is not
+        called if the connection drops first, so callers that must know retry later."""
+        self._outbox.put((topic, payload, retain, on_taken))
 
     def _run(self) -> None:
         delay = _RECONNECT_MIN_S
@@ -178,8 +186,10 @@ class MqttLink:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return 0
             while self.connected.is_set() and not self._outbox.empty():
-                topic, payload, retain = self._outbox.get()
-                self._client.publish(topic, payload, qos=1, retain=retain)
+                topic, payload, retain, on_taken = self._outbox.get()
+                info = self._client.publish(topic, payload, qos=1, retain=retain)
+                if on_taken is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._on_taken[info.mid] = on_taken
             if self._reconnect_requested:
                 self._reconnect_requested = False
                 pause = self._failure_delay
@@ -208,6 +218,7 @@ class MqttLink:
         self.connect_count += 1
         self._reply_of.clear()
         self._open_replies.clear()
+        self._on_taken.clear()
         self.connected.set()
         log.info("connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present)
         result, self._subscribe_mid = client.subscribe(
@@ -279,7 +290,14 @@ class MqttLink:
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         incoming = self._reply_of.pop(mid, None)
         if incoming is None:
-            return  # a reply from an earlier connection (its message is delivered again), or a plain publish
+            # A plain publish, or a reply from an earlier connection (its message is delivered again).
+            on_taken = self._on_taken.pop(mid, None)
+            if on_taken is not None and not reason.is_failure:
+                try:
+                    on_taken()
+                except Exception:
+                    log.exception("the callback after publishing (mid %d) failed", mid)
+            return
         if reason.is_failure:
             # The alarm is stored; the pendant resends it and gets its ack then (or falls back to SMS).
             log.error("the broker refused our reply (mid %d): %s", mid, reason)
@@ -290,6 +308,111 @@ class MqttLink:
         if not waiting:
             del self._open_replies[incoming]
             client.ack(incoming, 1)
+
+
+class RequestSession:
+    """A throw-away MQTT 5 session for request/response exchanges (the dynamic-security API): connect
+    once, `call()` as often as needed, `close()`. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        topic: str,
+        response_topic: str,
+        timeout: float = 10.0,
+    ) -> None:
+        self.topic, self.response_topic, self.timeout = topic, response_topic, timeout
+        self.username = username
+        self._ready = threading.Event()
+        self._responses: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._error: str | None = None
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{username}-{secrets.token_hex(4)}",
+            protocol=paho.MQTTv5,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        try:
+            self._client.connect(host, port, keepalive=KEEPALIVE_S, clean_start=True)
+        except OSError:
+            raise _not_running(host, port) from None
+        self._client.loop_start()
+        if not self._ready.wait(timeout):
+            self.close()
+            raise MqttError(f"no answer from the broker at {host}:{port} within {timeout:.0f} s")
+        if self._error is not None:
+            self.close()
+            raise MqttError(self._error)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._error = f"the broker refused the account {self.username!r}: {reason}"
+            self._ready.set()
+            return
+        client.subscribe(self.response_topic, qos=1)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        if reasons[0].is_failure:
+            self._error = (
+                f"the broker refused {self.username!r} the subscription to {self.response_topic}: "
+                f"{reasons[0]}"
+            )
+        self._ready.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.response_topic:
+            self._responses.put(message.payload)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if not self._ready.is_set():
+            self._error = f"the broker closed the connection: {reason}"
+            self._ready.set()
+        self._responses.put(b"")  # wakes a waiting call()
+
+    def call(self, payload: bytes, is_response: Callable[[bytes], bool]) -> bytes:
+        """Publish `payload` and return the first response that `is_response`; MqttError on a timeout."""
+        self._client.publish(self.topic, payload, qos=1)
+        deadline = threading.Event()
+        timer = threading.Timer(self.timeout, deadline.set)
+        timer.start()
+        try:
+            while not deadline.is_set():
+                try:
+                    answer = self._responses.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if answer and is_response(answer):
+                    return answer
+                if not answer and not self._client.is_connected():
+                    raise MqttError("the broker closed the connection before it answered")
+        finally:
+            timer.cancel()
+        raise MqttError(f"no answer on {self.response_topic} within {self.timeout:.0f} s")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> RequestSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def request(
@@ -309,58 +432,13 @@ def request(
     A throw-away MQTT 5 session with a random client id. Raises BrokerUnavailable if nothing listens,
     MqttError if the broker refuses the account or the subscription, or no answer comes in `timeout`.
     """
-    done = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def on_connect(client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            outcome["error"] = f"the broker refused the account {username!r}: {reason}"
-            done.set()
-            return
-        client.subscribe(response_topic, qos=1)
-
-    def on_subscribe(
-        client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
-    ) -> None:
-        if reasons[0].is_failure:
-            outcome["error"] = (
-                f"the broker refused {username!r} the subscription to {response_topic}: {reasons[0]}"
-            )
-            done.set()
-            return
-        client.publish(topic, payload, qos=1)
-
-    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if message.topic == response_topic and is_response(message.payload):
-            outcome["response"] = message.payload
-            done.set()
-
-    def on_disconnect(client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not done.is_set():
-            outcome.setdefault("error", f"the broker closed the connection: {reason}")
-            done.set()
-
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"{username}-{secrets.token_hex(4)}",
-        protocol=paho.MQTTv5,
-    )
-    client.username_pw_set(username, password)
-    client.on_connect, client.on_subscribe = on_connect, on_subscribe
-    client.on_message, client.on_disconnect = on_message, on_disconnect
-    try:
-        client.connect(host, port, keepalive=KEEPALIVE_S, clean_start=True)
-    except OSError:
-        raise _not_running(host, port) from None
-    client.loop_start()
-    try:
-        if not done.wait(timeout):
-            raise MqttError(
-                f"no answer on {response_topic} from the broker at {host}:{port} within {timeout:.0f} s"
-            )
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    if "error" in outcome:
-        raise MqttError(outcome["error"])
-    return outcome["response"]
+    with RequestSession(
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        topic=topic,
+        response_topic=response_topic,
+        timeout=timeout,
+    ) as session:
+        return session.call(payload, is_response)

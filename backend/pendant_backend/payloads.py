@@ -44,6 +44,7 @@ REASONS = (
     "bad_alarm_id",
     "unknown_kind",
     "bad_value",
+    "unknown_device",
 )
 
 
@@ -333,6 +334,14 @@ def _location(fields: _Fields, key: str) -> Location | None:
         tst=loc.integer("tst", nullable=True, lo=0, hi=MAX_UNIX_TIME),
         src=loc.text("src"),
     )
+
+
+def parse_location(obj: object) -> Location:
+    """Validate a `loc` object found inside another message (e.g. an `evt`)."""
+    location = _location(_Fields({"loc": obj}), "loc")
+    if location is None:
+        raise InvalidPayload("bad_type", "loc must be an object")
+    return location
 
 
 def _cell(fields: _Fields, key: str) -> Cell | None:

@@ -1,4 +1,4 @@
-"""Read side: alarms and devices as the CLI (and later the API) shows them."""
+"""Read side: alarms, devices, heartbeats and health as the CLI and the API show them."""
 
 from __future__ import annotations
 
@@ -7,28 +7,35 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select
 
-from pendant_backend.models import Alarm, Device, Heartbeat, as_utc
+from pendant_backend import alarms as alarm_rules
+from pendant_backend.models import Alarm, Device, Heartbeat, as_utc, iso
 
 
-def list_alarms(engine: Engine, *, device_id: str | None = None, limit: int = 50) -> list[Alarm]:
-    """The newest alarms first, of one device or of all."""
+def list_alarms(
+    engine: Engine,
+    *,
+    device_id: str | None = None,
+    state: str | None = None,
+    open_only: bool = False,
+    limit: int = 50,
+) -> list[Alarm]:
+    """The newest alarms first, of one device or of all; `state` or `open_only` (not resolved) filter."""
     with Session(engine) as session:
         query = select(Alarm)
         if device_id is not None:
             query = query.where(Alarm.device_id == device_id)
+        if state is not None:
+            query = query.where(Alarm.state == state)
+        if open_only:
+            query = query.where(Alarm.state != "resolved")
         query = query.order_by(col(Alarm.received_at).desc(), col(Alarm.id).desc()).limit(limit)
         return list(session.exec(query))
 
 
 def find_alarm(engine: Engine, ref: str) -> Alarm | None:
-    """The alarm named by `ref`: its number (`17`) or `<device_id>/<alarm_id>` (`pd-0001/12-3`)."""
+    """The alarm named by `ref`: its number (`17`), `<device_id>/<alarm_id>` or `.../<alarm_id>#<n>`."""
     with Session(engine) as session:
-        if ref.isdigit():
-            return session.get(Alarm, int(ref))
-        device_id, _, alarm_id = ref.partition("/")
-        return session.exec(
-            select(Alarm).where(Alarm.device_id == device_id, Alarm.alarm_id == alarm_id)
-        ).first()
+        return alarm_rules.find_alarm(session, ref)
 
 
 def count_alarms(engine: Engine, *, device_id: str | None = None) -> int:
@@ -40,10 +47,28 @@ def count_alarms(engine: Engine, *, device_id: str | None = None) -> int:
         return session.exec(query).one()
 
 
-def list_devices(engine: Engine) -> list[Device]:
-    """Every device, provisioned or only seen on the broker, by id."""
+def list_devices(
+    engine: Engine,
+    *,
+    connectivity: str | None = None,
+    loan_state: str | None = None,
+    flag: str | None = None,
+    battery: str | None = None,
+) -> list[Device]:
+    """Every device by id, optionally only those in a connectivity or loan state, with a battery level,
+    or with a health flag set."""
     with Session(engine) as session:
-        return list(session.exec(select(Device).order_by(Device.device_id)))
+        query = select(Device).order_by(Device.device_id)
+        if connectivity is not None:
+            query = query.where(Device.connectivity == connectivity)
+        if loan_state is not None:
+            query = query.where(Device.loan_state == loan_state)
+        devices = list(session.exec(query))
+    if flag is not None:
+        devices = [d for d in devices if (d.health or {}).get(flag) == "yes"]
+    if battery is not None:
+        devices = [d for d in devices if (d.health or {}).get("battery") == battery]
+    return devices
 
 
 def latest_heartbeat(engine: Engine, device_id: str) -> Heartbeat | None:
@@ -56,15 +81,12 @@ def latest_heartbeat(engine: Engine, device_id: str) -> Heartbeat | None:
         ).first()
 
 
-def _iso(value: Any) -> Any:
-    return as_utc(value).isoformat() if value is not None else None
-
-
 def alarm_as_dict(alarm: Alarm) -> dict[str, Any]:
     """An alarm as JSON-ready data."""
     data = alarm.model_dump()
-    data["received_at"] = _iso(alarm.received_at)
-    data["raised_at"] = alarm.raised_at.isoformat()
+    for key in ("received_at", "acknowledged_at", "resolved_at", "last_escalated_at"):
+        data[key] = iso(data[key])
+    data["raised_at"] = iso(alarm.raised_at)
     data["ref"] = alarm.ref
     return data
 
@@ -72,8 +94,9 @@ def alarm_as_dict(alarm: Alarm) -> dict[str, Any]:
 def device_as_dict(device: Device) -> dict[str, Any]:
     """A device as JSON-ready data, without its password hash."""
     data = device.model_dump(exclude={"password_hash"})
-    for key in ("provisioned_at", "revoked_at", "first_seen_at", "last_seen_at"):
-        data[key] = _iso(data[key])
+    for key, value in list(data.items()):
+        if key.endswith("_at") or key == "renewal_due":
+            data[key] = iso(as_utc(value)) if value is not None else None
     data["provisioned"] = device.provisioned_at is not None
     data["revoked"] = device.revoked_at is not None
     return data

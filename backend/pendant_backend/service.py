@@ -1,46 +1,114 @@
-"""Runs ingest until stopped: the backend's MQTT session feeding the database."""
+"""Runs the backend until stopped: the MQTT session feeding ingest, the rules thread (health, escalation,
+messages to the pendants, retention) and the webhook thread."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from pendant_backend import payloads
+from pendant_backend import alarms, monitor, notify, outbound, payloads, retention
 from pendant_backend.broker import load_secrets
 from pendant_backend.db import engine_for
 from pendant_backend.ingest import Ingest, Reply
+from pendant_backend.models import utc_now
 from pendant_backend.mqtt_link import MqttLink
-from pendant_backend.settings import Settings
+from pendant_backend.settings import Settings, secret_key
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = tuple(payloads.topic_for("+", leaf) for leaf in payloads.DEVICE_TOPICS)
+HEALTH_SWEEP_S = 30.0
+RETENTION_EVERY = timedelta(hours=1)
+
+
+class Rules:
+    """One pass of everything time-driven, at a given `now`; the service calls `tick()` every few seconds
+    and tests call it with a controlled clock."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, *, publish: Callable[..., None] | None = None
+    ) -> None:
+        self.engine, self.settings, self.publish = engine, settings, publish
+        self._changed: set[str] = set()
+        self._changed_lock = threading.Lock()
+        self._last_sweep: datetime | None = None
+        self._last_purge: datetime | None = None
+
+    def device_changed(self, device_id: str) -> None:
+        """Ingest saw something from this device: classify it at the next tick."""
+        with self._changed_lock:
+            self._changed.add(device_id)
+
+    def tick(self, now: datetime) -> None:
+        """Escalations, health (changed devices now, all every HEALTH_SWEEP_S), outbound, retention."""
+        alarms.escalate_due(
+            self.engine, now=now, after_s=self.settings.escalate_after_s, max_count=self.settings.escalate_max
+        )
+        with self._changed_lock:
+            changed, self._changed = self._changed, set()
+        if self._last_sweep is None or (now - self._last_sweep).total_seconds() >= HEALTH_SWEEP_S:
+            monitor.evaluate(self.engine, now=now, settings=self.settings)
+            self._last_sweep = now
+        elif changed:
+            monitor.evaluate(self.engine, now=now, settings=self.settings, device_ids=changed)
+        if self.publish is not None:
+            self._publish_outbound(now)
+        if self._last_purge is None or now - self._last_purge >= RETENTION_EVERY:
+            retention.purge(
+                self.engine,
+                now=now,
+                heartbeats_days=self.settings.retain_heartbeats_days,
+                locations_days=self.settings.retain_locations_days,
+            )
+            self._last_purge = now
+
+    def _publish_outbound(self, now: datetime) -> None:
+        waiting = outbound.due(self.engine, now=now)
+        if not waiting:
+            return
+        outbound.mark_attempted(self.engine, [m.id for m in waiting], now=now)
+        for message in waiting:
+            self.publish(
+                message.topic,
+                message.payload.encode(),
+                retain=message.retain,
+                on_taken=lambda pk=message.id: outbound.mark_sent(self.engine, pk, now=utc_now()),
+            )
 
 
 class BackendService:
     """The backend: `start()`/`stop()` run it in the background, `run()` in the foreground until a signal.
 
     Alarms queued on the broker while the backend was down arrive when it starts (its MQTT session is
-    persistent), are stored once and acked.
+    persistent), are stored once and acked. `clock` is for tests: the rules and ingest read time from it.
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        self.clock = clock
         self.ingest: Ingest | None = None
         self.link: MqttLink | None = None
+        self.rules: Rules | None = None
+        self.notifier: notify.Notifier | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._rules_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Open the database and connect to the broker in the background (reconnecting on its own)."""
+        """Open (and migrate) the database and connect to the broker in the background."""
         if self.link is not None:
             raise RuntimeError("the backend is already started")
         broker_secrets = load_secrets(self.settings)
         if self.engine is None:
             self.engine = engine_for(self.settings)
-        self.ingest = Ingest(self.engine)
         self.link = MqttLink(
             host=self.settings.mqtt_host,
             port=self.settings.mqtt_port,
@@ -49,19 +117,64 @@ class BackendService:
             subscriptions=SUBSCRIPTIONS,
             handler=self._handle,
         )
+        self.rules = Rules(self.engine, self.settings, publish=self.link.publish)
+        self.ingest = Ingest(self.engine, clock=self.clock, on_change=self._device_changed)
+        if self.settings.webhook_url:
+            self.notifier = notify.Notifier(
+                self.engine,
+                url=self.settings.webhook_url,
+                key=secret_key(self.settings.webhook_key_path),
+                clock=self.clock,
+            )
+            self.notifier.start()
+        self._stop.clear()
+        self._rules_thread = threading.Thread(target=self._run_rules, name="rules", daemon=True)
+        self._rules_thread.start()
         self.link.start()
-        log.info("backend started: database %s, broker %s", self.settings.db_url, self.settings.mqtt_address)
+        log.info(
+            "backend started: database %s, broker %s",
+            self.engine.url.render_as_string(hide_password=True),
+            self.settings.mqtt_address,
+        )
+
+    def _device_changed(self, device_id: str) -> None:
+        if self.rules is not None:
+            self.rules.device_changed(device_id)
+        self._wake.set()
 
     def _handle(self, topic: str, payload: bytes) -> tuple[Reply, ...]:
         assert self.ingest is not None
-        return self.ingest.handle(topic, payload).replies
+        outcome = self.ingest.handle(topic, payload)
+        if outcome.new and self.notifier is not None:
+            self.notifier.wake()
+        return outcome.replies
+
+    def _run_rules(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.rules.tick(self.clock())
+            except Exception:
+                # The rules never take ingest down; the next tick tries again.
+                log.exception("the rules failed; trying again at the next tick")
+            if self.notifier is not None:
+                self.notifier.wake()
+            self._wake.wait(self.settings.rules_interval_s)
+            self._wake.clear()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the backend is connected and subscribed."""
         return self.link is not None and self.link.wait_ready(timeout)
 
     def stop(self) -> None:
-        """Disconnect (the session, with anything queued for us, stays on the broker)."""
+        """Disconnect (the session, with anything queued for us, stays on the broker) and end the threads."""
+        self._stop.set()
+        self._wake.set()
+        if self._rules_thread is not None:
+            self._rules_thread.join(30)
+            self._rules_thread = None
+        if self.notifier is not None:
+            self.notifier.stop()
+            self.notifier = None
         if self.link is not None:
             self.link.stop()
             self.link = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,13 +36,37 @@ class Settings:
     mqtt_port: int = DEFAULT_MQTT_PORT
     mosquitto_bin: str = "mosquitto"
     dynsec_plugin: str = ""
+    # Health and escalation (docs/operations.md, "Fleet health").
+    offline_after_missed: int = 3
+    escalate_after_s: int = 60
+    escalate_max: int = 5
+    rules_interval_s: float = 5.0
+    fleet_firmware: str = ""
+    # Notifications: empty means no webhook.
+    webhook_url: str = ""
+    # Retention, in days.
+    retain_heartbeats_days: int = 30
+    retain_locations_days: int = 90
+    # The HTTP API for dispatch and police IT.
+    api_host: str = "127.0.0.1"
+    api_port: int = 18880
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read PENDANT_DATA_DIR, PENDANT_DB_URL, PENDANT_MQTT_HOST, PENDANT_MQTT_PORT, PENDANT_MOSQUITTO
-        and PENDANT_DYNSEC_PLUGIN; anything unset takes its default."""
+        """Read the PENDANT_* variables of docs/operations.md; anything unset takes its default."""
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("PENDANT_DATA_DIR") or "data").expanduser().resolve()
+
+        def number(name: str, default: int, lo: int, hi: int) -> int:
+            text = env.get(name) or str(default)
+            try:
+                value = int(text)
+            except ValueError:
+                raise BackendError(f"{name} must be a whole number, not {text!r}") from None
+            if not lo <= value <= hi:
+                raise BackendError(f"{name} must be between {lo} and {hi}, not {value}")
+            return value
+
         port_text = env.get("PENDANT_MQTT_PORT") or str(DEFAULT_MQTT_PORT)
         try:
             port = int(port_text)
@@ -56,6 +81,15 @@ class Settings:
             mqtt_port=port,
             mosquitto_bin=env.get("PENDANT_MOSQUITTO") or find_mosquitto(),
             dynsec_plugin=env.get("PENDANT_DYNSEC_PLUGIN") or find_dynsec_plugin(),
+            offline_after_missed=number("PENDANT_OFFLINE_AFTER_MISSED", 3, 1, 100),
+            escalate_after_s=number("PENDANT_ESCALATE_AFTER_S", 60, 5, 86400),
+            escalate_max=number("PENDANT_ESCALATE_MAX", 5, 1, 1000),
+            fleet_firmware=env.get("PENDANT_FLEET_FIRMWARE") or "",
+            webhook_url=env.get("PENDANT_WEBHOOK_URL") or "",
+            retain_heartbeats_days=number("PENDANT_RETAIN_HEARTBEATS_DAYS", 30, 1, 3650),
+            retain_locations_days=number("PENDANT_RETAIN_LOCATIONS_DAYS", 90, 1, 3650),
+            api_host=env.get("PENDANT_API_HOST") or "127.0.0.1",
+            api_port=number("PENDANT_API_PORT", 18880, 1, 65535),
         )
 
     @classmethod
@@ -89,6 +123,16 @@ class Settings:
     def devices_dir(self) -> Path:
         """Provisioned device configs, one folder per device id."""
         return self.data_dir / "devices"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The backend's HMAC key for bench-test reports and case exports (created on first use)."""
+        return self.secrets_dir / "signing.key"
+
+    @property
+    def webhook_key_path(self) -> Path:
+        """The webhook's shared HMAC secret (created on first use; give it to the receiver)."""
+        return self.secrets_dir / "webhook.key"
 
     @property
     def mqtt_address(self) -> str:
@@ -151,3 +195,33 @@ def read_private_json(path: Path) -> Any:
         raise BackendError(f"{path} does not exist") from None
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot read {path}: {exc}") from None
+
+
+def secret_key(path: Path) -> bytes:
+    """The 256-bit key kept in `path` (hex, mode 0600), created at random on first use."""
+    path = Path(path)
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise BackendError(
+            f"{path} is damaged: it must hold one hex key (restore it from a backup)"
+        ) from None
+    key = secrets.token_bytes(32)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (key.hex() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # link() refuses to replace: if two processes create the key at once, both end up with the winner's.
+        os.link(tmp, path)
+    except FileExistsError:
+        return secret_key(path)
+    finally:
+        os.unlink(tmp)
+    return key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -46,6 +47,27 @@ def run(settings, *args: str):
         ["device", "revoke"],
         ["alarms", "list"],
         ["alarms", "show"],
+        ["alarms", "ack"],
+        ["alarms", "resolve"],
+        ["alarms", "export"],
+        ["alarms", "verify"],
+        ["device", "show"],
+        ["device", "rotate"],
+        ["device", "register"],
+        ["device", "set"],
+        ["device", "issue"],
+        ["device", "loan"],
+        ["device", "renew"],
+        ["device", "recall"],
+        ["device", "config"],
+        ["device", "erase"],
+        ["backend", "api"],
+        ["backend", "token", "create"],
+        ["backend", "token", "list"],
+        ["backend", "token", "revoke"],
+        ["backend", "purge"],
+        ["fleet"],
+        ["fleet", "events"],
     ],
 )
 def test_every_command_has_help_with_examples(command: list[str]) -> None:
@@ -96,7 +118,8 @@ def test_bad_device_id_is_one_clear_line(broker) -> None:
 
 
 def test_listing_before_anything_exists_says_what_to_do(settings) -> None:
-    result = run(settings, "alarms", "list")
+    fresh = dataclasses.replace(settings, db_url=f"sqlite:///{settings.data_dir / 'pendant.db'}")
+    result = run(fresh, "alarms", "list")
     assert result.exit_code == 1
     assert "pendant backend run" in result.output
 
@@ -161,3 +184,103 @@ def test_broker_run_in_the_foreground_stops_on_sigterm(settings) -> None:
             process.wait()
         if broker_pid is not None and broker_is_alive(broker_pid):
             os.kill(broker_pid, signal.SIGKILL)
+
+
+def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
+    s = broker.settings
+    assert (
+        run(s, "device", "register", "pd-0001", "--imei", "861234567890123", "--operator", "it").exit_code
+        == 0
+    )
+    assert run(s, "device", "provision", "pd-0001").exit_code == 0
+    issued = run(
+        s,
+        "device",
+        "issue",
+        "pd-0001",
+        "--case",
+        "2026-000123",
+        "--renewal",
+        "2027-03-31",
+        "--operator",
+        "it",
+    )
+    assert issued.exit_code == 0, issued.output
+    shown = json.loads(run(s, "device", "show", "pd-0001", "--json").output)
+    assert (shown["loan_state"], shown["case_ref"], shown["imei"]) == (
+        "issued",
+        "2026-000123",
+        "861234567890123",
+    )
+    assert shown["renewal_due"].startswith("2027-03-31") and "password_hash" not in shown
+    changed = run(
+        s, "device", "config", "--fleet", "--set", "heartbeat_s=300", "--set", "call=112", "--operator", "it"
+    )
+    assert changed.exit_code == 0 and "published to 1 device" in changed.output
+    view = json.loads(run(s, "device", "config", "pd-0001", "--json").output)
+    assert view["effective"]["heartbeat_s"] == 300 and view["effective"]["call"] == ["112"]
+    bad = run(s, "device", "config", "pd-0001", "--set", "heartbeat_s=5", "--operator", "it")
+    assert bad.exit_code == 1 and "heartbeat_s" in bad.output and len(bad.output.strip().splitlines()) == 1
+    refused = run(s, "device", "loan", "pd-0001", "decommissioned", "--operator", "it")
+    assert refused.exit_code == 1 and "it can become returned" in refused.output
+
+
+def test_fleet_summary_and_table(broker) -> None:
+    s = broker.settings
+    run(s, "device", "provision", "pd-0001", "pd-0002")
+    summary = json.loads(run(s, "fleet", "--json").output)
+    assert summary["summary"]["monitored"] == 2 and summary["summary"]["connectivity"]["never_seen"] == 2
+    assert [d["device_id"] for d in summary["devices"]] == ["pd-0001", "pd-0002"]
+    table = run(s, "fleet").output
+    assert "2 monitored of 2 pendants" in table and "never_seen" in table and "pd-0002" in table
+    assert "no pendants match" in run(s, "fleet", "--state", "online").output
+    assert run(s, "fleet", "events").output.strip() == "no health events"
+
+
+def test_operator_acks_resolves_exports_and_verifies(
+    broker, backend, provision, mqtt_client, tmp_path: Path
+) -> None:
+    s = broker.settings
+    pendant = mqtt_client(provision("pd-0001"))
+    pendant.subscribe("pendant/v1/pd-0001/alarm/ack")
+    examples = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
+    pendant.publish("pendant/v1/pd-0001/alarm", (examples / "alarm.json").read_bytes())
+    pendant.expect("pendant/v1/pd-0001/alarm/ack")
+    assert run(s, "alarms", "resolve", "pd-0001/12-3", "--class", "false", "--operator", "Ann").exit_code == 1
+    acked = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "Ann")
+    assert acked.exit_code == 0 and "acknowledged by Ann" in acked.output
+    twice = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "Bob")
+    assert twice.exit_code == 1 and "already acknowledged by Ann" in twice.output
+    resolved = run(
+        s,
+        "alarms",
+        "resolve",
+        "pd-0001/12-3",
+        "--class",
+        "incident",
+        "--note",
+        "on site",
+        "--operator",
+        "Ann",
+    )
+    assert resolved.exit_code == 0, resolved.output
+    out = tmp_path / "case.json"
+    assert run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "Ann").exit_code == 0
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert run(s, "alarms", "verify", str(out)).exit_code == 0
+    assert run(s, "alarms", "verify").exit_code == 0
+    document = json.loads(out.read_text())
+    document["alarm"]["acknowledged_by"] = "Bob"
+    out.write_text(json.dumps(document))
+    failed = run(s, "alarms", "verify", str(out), "--offline")
+    assert failed.exit_code == 2 and "FAILED" in failed.output
+
+
+def test_token_is_printed_once_and_listed_without_it(broker) -> None:
+    s = broker.settings
+    created = CliRunner().invoke(main, ["backend", "token", "create", "Ann"], env=env_for(s))
+    token = created.stdout.strip()
+    assert created.exit_code == 0 and token.startswith("pdt_")
+    listed = run(s, "backend", "token", "list", "--json").output
+    assert "Ann" in listed and token not in listed
+    assert run(s, "backend", "token", "revoke", "Ann").exit_code == 0

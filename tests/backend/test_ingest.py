@@ -1,4 +1,5 @@
-"""Ingest on a real SQLite file, without MQTT: store once, answer every time, the `sess` rule."""
+"""Ingest on SQLite and PostgreSQL, without MQTT: store once, answer every time, the `sess` rule, id
+collisions, unknown devices, and nothing valid dropped."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
 from pendant_backend import payloads, queries
 from pendant_backend.db import make_engine, session_scope
 from pendant_backend.ingest import Ingest, will_is_stale
-from pendant_backend.models import Alarm, Device, Heartbeat
+from pendant_backend.models import Alarm, AuditEvent, Device, Heartbeat
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
 ALARM = (EXAMPLES / "alarm.json").read_bytes().rstrip(b"\n")
@@ -26,12 +27,12 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'pendant.db'}")
+def engine(engine):
+    """The shared engine (both databases) with pd-0001 and pd-0002 registered."""
     with session_scope(engine) as session:
-        session.add(Device(device_id="pd-0001", password_hash="x"))
-    yield engine
-    engine.dispose()
+        session.add(Device(device_id="pd-0001", password_hash="x", loan_state="issued"))
+        session.add(Device(device_id="pd-0002", password_hash="x", loan_state="issued"))
+    return engine
 
 
 @pytest.fixture
@@ -115,6 +116,67 @@ def test_unknown_device_gets_a_row_and_keeps_its_alarm(ingest: Ingest, engine) -
         device = session.get(Device, "pd-0777")
     assert device is not None and device.password_hash is None and device.first_seen_at is not None
     assert [a.ref for a in stored_alarms(engine)] == ["pd-0777/12-3"]
+    # Stored, but counted and logged: the registry and the broker disagree.
+    assert ingest.invalid_counts == {"unknown_device_alarm": 1}
+
+
+@pytest.mark.parametrize("leaf", ["tele", "status", "evt", "cmd/res"])
+def test_other_messages_of_an_unknown_device_are_rejected_and_counted(
+    leaf: str, ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    examples = {
+        "tele": "tele.json",
+        "status": "status-online.json",
+        "evt": "evt.json",
+        "cmd/res": "cmd-res.json",
+    }
+    with caplog.at_level(logging.WARNING, logger="pendant_backend.ingest"):
+        outcome = ingest.handle(f"pendant/v1/pd-0777/{leaf}", (EXAMPLES / examples[leaf]).read_bytes())
+    assert outcome.invalid == "unknown_device"
+    assert ingest.invalid_counts == {"unknown_device": 1}
+    assert f"pendant/v1/pd-0777/{leaf}" in caplog.text and "unknown_device" in caplog.text
+    with Session(engine) as session:
+        assert session.get(Device, "pd-0777") is None
+
+
+def test_a_reused_alarm_id_with_other_content_is_a_new_alarm(ingest: Ingest, engine) -> None:
+    # A pendant that lost its state and outbox (re-flashed) may count its alarm ids from the start again.
+    first = ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=1764403200))
+    resend = ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=1764403200))
+    reused = ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=1764999999))
+    reused_again = ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=1764999999))
+    assert first.new and not resend.new and reused.new and not reused_again.new
+    alarms = sorted(stored_alarms(engine), key=lambda a: a.occurrence)
+    assert [(a.ref, a.id_collision, a.resends) for a in alarms] == [
+        ("pd-0001/1-1", False, 1),
+        ("pd-0001/1-1#1", True, 1),
+    ]
+    # Both are acked under the id the pendant knows.
+    assert json.loads(reused.replies[0].payload) == {"alarm_id": "1-1", "state": "received"}
+    with Session(engine) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.kind == "alarm_received")).all()
+    assert [json.loads(e.body)["data"]["id_collision"] for e in events] == [False, True]
+
+
+def test_a_reused_alarm_id_of_another_kind_is_a_new_alarm(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=None, kind="panic"))
+    assert ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=None, kind="power_off")).new
+    assert len(stored_alarms(engine)) == 2
+
+
+def test_the_log_line_names_the_alarm_but_not_the_position(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        ingest.handle(ALARM_TOPIC, ALARM)
+        ingest.handle("pendant/v1/pd-0001/tele", (EXAMPLES / "tele.json").read_bytes())
+        ingest.handle(
+            "pendant/v1/pd-0001/evt",
+            b'{"evt":"power_off","tst":1,"loc":{"lat":52.1,"lon":4.2,"acc":5,"tst":1,"src":"gnss"}}',
+        )
+    assert "ALARM pd-0001/12-3 panic" in caplog.text and "fix ±8 m" in caplog.text
+    for secret in ("52.37", "4.89", "52.1", "4.2"):
+        assert secret not in caplog.text
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (EXAMPLES / "invalid").glob("*.json")))
@@ -178,8 +240,9 @@ def test_events_and_command_results_are_accepted(ingest: Ingest) -> None:
 def test_storage_failure_on_an_alarm_raises(ingest: Ingest, engine) -> None:
     # The caller must leave the message on the broker, so the failure may not be swallowed.
     with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alarm_locations"))
         connection.execute(text("DROP TABLE alarms"))
-    with pytest.raises(OperationalError):
+    with pytest.raises(DBAPIError):
         ingest.handle(ALARM_TOPIC, ALARM)
 
 
@@ -196,7 +259,7 @@ def test_storage_failure_elsewhere_is_logged_and_counted(
     assert ingest.handle(ALARM_TOPIC, ALARM).new
 
 
-def test_database_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+def test_database_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:  # SQLite only
     engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"

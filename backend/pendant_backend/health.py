@@ -1,0 +1,225 @@
+"""Pure: a pendant's health from what it last reported, at a given moment. No I/O, no clock of its own.
+
+`classify(snapshot, now, limits)` returns a `Health`; `changes(old, new)` lists what changed, each of
+which the monitor stores as a health event. Every rule is in this file and documented in
+docs/operations.md ("Fleet health").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+CONNECTIVITY = ("online", "late", "offline", "never_seen")
+BATTERY = ("ok", "low", "critical", "unknown")
+# The yes/no aspects, in the order the CLI shows them.
+FLAGS = (
+    "charging",
+    "weak_signal",
+    "gnss_stale",
+    "outbox_backlog",
+    "firmware_drift",
+    "config_drift",
+    "test_overdue",
+    "renewal_due",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds of the rules (from Settings and the device's config)."""
+
+    offline_after_missed: int = 3
+    max_grace_s: int = 60
+    weak_rssi_dbm: int = -105
+    gnss_stale_h: float = 24
+    outbox_backlog: int = 3
+    test_alarm_every_days: int = 30
+    renewal_notice_days: int = 14
+    discharge_window_h: float = 24
+    min_discharge_span_h: float = 0.5
+
+
+@dataclass(frozen=True)
+class BatterySample:
+    """One heartbeat's battery reading."""
+
+    at: datetime
+    batt: int
+    chg: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the backend knows about one pendant, as the rules need it."""
+
+    last_seen_at: datetime | None = None
+    online: bool | None = None
+    heartbeat_s: int = 180
+    last_heartbeat_at: datetime | None = None
+    batt: int | None = None
+    chg: bool = False
+    rssi: int | None = None
+    batt_low: int = 20
+    batt_critical: int = 5
+    last_fix_at: datetime | None = None
+    out: int = 0
+    fw: str | None = None
+    expected_fw: str | None = None
+    config_rev: int = 0
+    config_applied_rev: int | None = None
+    config_error: str | None = None
+    loan_state: str = "provisioned"
+    issued_at: datetime | None = None
+    last_test_alarm_at: datetime | None = None
+    renewal_due: datetime | None = None
+    battery_history: Sequence[BatterySample] = ()
+
+
+@dataclass(frozen=True)
+class Health:
+    """A pendant's health at one moment."""
+
+    connectivity: str
+    battery: str
+    hours_left: float | None
+    charging: bool
+    weak_signal: bool
+    gnss_stale: bool
+    outbox_backlog: bool
+    firmware_drift: bool
+    config_drift: bool
+    test_overdue: bool
+    renewal_due: bool
+
+    def aspects(self) -> dict[str, str]:
+        """Every aspect whose change is an event, as text (`hours_left` is a figure, not an aspect)."""
+        data = {"connectivity": self.connectivity, "battery": self.battery}
+        data.update({flag: "yes" if getattr(self, flag) else "no" for flag in FLAGS})
+        return data
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        data = asdict(self)
+        if self.hours_left is not None:
+            data["hours_left"] = round(self.hours_left, 1)
+        return data
+
+
+def grace_s(heartbeat_s: int, limits: Limits) -> float:
+    """Slack for network and modem delays: half a heartbeat, at most `limits.max_grace_s`."""
+    return min(heartbeat_s / 2, limits.max_grace_s)
+
+
+def connectivity(s: Snapshot, now: datetime, limits: Limits) -> str:
+    """never_seen: nothing ever arrived. offline: its will arrived (a stale will is ignored by ingest),
+    or `offline_after_missed` heartbeats are missing. late: one heartbeat is missing. online otherwise."""
+    if s.last_seen_at is None:
+        return "never_seen"
+    if s.online is False:
+        return "offline"
+    silent_s = (now - s.last_seen_at).total_seconds()
+    grace = grace_s(s.heartbeat_s, limits)
+    if silent_s > limits.offline_after_missed * s.heartbeat_s + grace:
+        return "offline"
+    if silent_s > s.heartbeat_s + grace:
+        return "late"
+    return "online"
+
+
+def battery_level(s: Snapshot) -> str:
+    """critical / low at the thresholds of the device's config; unknown without a reading."""
+    if s.batt is None:
+        return "unknown"
+    if s.batt <= s.batt_critical:
+        return "critical"
+    if s.batt <= s.batt_low:
+        return "low"
+    return "ok"
+
+
+def hours_left(history: Iterable[BatterySample], now: datetime, limits: Limits) -> float | None:
+    """Hours until empty, from the discharge since the pendant last left the charger (within the window).
+
+    A least-squares line through (time, percent) of the readings off the charger; None while it charges,
+    with fewer than two readings, over less than `min_discharge_span_h`, or when the level does not fall.
+    """
+    samples = sorted(history, key=lambda sample: sample.at)
+    if not samples or samples[-1].chg:
+        return None
+    window_start = now - timedelta(hours=limits.discharge_window_h)
+    run: list[BatterySample] = []
+    for sample in reversed(samples):
+        if sample.chg or sample.at < window_start:
+            break
+        run.append(sample)
+    run.reverse()
+    if len(run) < 2:
+        return None
+    t0 = run[0].at
+    xs = [(sample.at - t0).total_seconds() / 3600 for sample in run]
+    ys = [float(sample.batt) for sample in run]
+    if xs[-1] - xs[0] < limits.min_discharge_span_h:
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    if slope >= 0:
+        return None
+    level_now = mean_y + slope * (xs[-1] - mean_x)
+    elapsed_since_last = (now - run[-1].at).total_seconds() / 3600
+    return max(0.0, level_now / -slope - elapsed_since_last)
+
+
+def classify(s: Snapshot, now: datetime, limits: Limits = Limits()) -> Health:
+    """The pendant's health at `now`."""
+    heard = s.last_heartbeat_at is not None
+    fix_age_h = (now - s.last_fix_at).total_seconds() / 3600 if s.last_fix_at is not None else None
+    test_due_from = s.last_test_alarm_at or s.issued_at
+    return Health(
+        connectivity=connectivity(s, now, limits),
+        battery=battery_level(s),
+        hours_left=hours_left(s.battery_history, now, limits),
+        charging=heard and s.chg,
+        weak_signal=heard and (s.rssi is None or s.rssi < limits.weak_rssi_dbm),
+        gnss_stale=heard and (fix_age_h is None or fix_age_h > limits.gnss_stale_h),
+        outbox_backlog=heard and s.out >= limits.outbox_backlog,
+        firmware_drift=bool(s.fw and s.expected_fw and s.fw != s.expected_fw),
+        config_drift=s.config_error is not None
+        or (s.config_rev > 0 and heard and s.config_applied_rev != s.config_rev),
+        test_overdue=s.loan_state == "issued"
+        and test_due_from is not None
+        and now - test_due_from > timedelta(days=limits.test_alarm_every_days),
+        renewal_due=s.renewal_due is not None
+        and now >= s.renewal_due - timedelta(days=limits.renewal_notice_days),
+    )
+
+
+def changes(old: Mapping[str, str] | None, new: Mapping[str, str]) -> list[tuple[str, str | None, str]]:
+    """(aspect, old value, new value) for every aspect that differs; everything counts as a change the
+    first time a device is classified, except flags that are `no` and a connectivity of never_seen."""
+    found = []
+    for aspect, value in new.items():
+        before = (old or {}).get(aspect)
+        if before == value:
+            continue
+        if before is None and value in ("no", "never_seen", "unknown"):
+            continue
+        found.append((aspect, before, value))
+    return found
+
+
+def summarize(aspects: Iterable[Mapping[str, str]]) -> dict[str, dict[str, int]]:
+    """Counts per state of connectivity and battery, and how many pendants have each flag."""
+    summary: dict[str, dict[str, int]] = {
+        "connectivity": dict.fromkeys(CONNECTIVITY, 0),
+        "battery": dict.fromkeys(BATTERY, 0),
+        "flags": dict.fromkeys(FLAGS, 0),
+    }
+    for one in aspects:
+        summary["connectivity"][one.get("connectivity", "never_seen")] += 1
+        summary["battery"][one.get("battery", "unknown")] += 1
+        for flag in FLAGS:
+            summary["flags"][flag] += one.get(flag) == "yes"
+    return summary

@@ -1,0 +1,46 @@
+"""sqlmodel tables. Importing this package registers every table with SQLModel.metadata."""
+
+from pendant_backend.models.alarms import Alarm, AlarmBase, AlarmLocation, AlarmPublic
+from pendant_backend.models.base import as_utc, iso, utc_now
+from pendant_backend.models.devices import (
+    LOAN_STATES,
+    Device,
+    DeviceBase,
+    DeviceCreate,
+    DevicePublic,
+    DeviceUpdate,
+)
+from pendant_backend.models.records import (
+    ApiToken,
+    AuditEvent,
+    BenchReport,
+    ConfigDocument,
+    HealthEvent,
+    Heartbeat,
+    Notification,
+    Outbound,
+)
+
+__all__ = [
+    "LOAN_STATES",
+    "Alarm",
+    "AlarmBase",
+    "AlarmLocation",
+    "AlarmPublic",
+    "ApiToken",
+    "AuditEvent",
+    "BenchReport",
+    "ConfigDocument",
+    "Device",
+    "DeviceBase",
+    "DeviceCreate",
+    "DevicePublic",
+    "DeviceUpdate",
+    "HealthEvent",
+    "Heartbeat",
+    "Notification",
+    "Outbound",
+    "as_utc",
+    "iso",
+    "utc_now",
+]

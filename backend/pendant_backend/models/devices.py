@@ -1,0 +1,113 @@
+"""The device registry: Base -> Create/Update -> table -> Public. No victim names or addresses anywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from pendant_backend.models.base import utc_field
+
+LOAN_STATES = ("in_stock", "provisioned", "issued", "returned", "decommissioned")
+
+
+class DeviceBase(SQLModel):
+    """What a technician or police IT records about a pendant."""
+
+    imei: str | None = Field(default=None, max_length=16, unique=True)
+    iccid: str | None = Field(default=None, max_length=22, unique=True)
+    phone: str | None = Field(default=None, max_length=20)
+    hardware_rev: str | None = Field(default=None, max_length=32)
+    # The firmware the pendant should run (set when it is flashed); drift when it reports another.
+    firmware_version: str | None = Field(default=None, max_length=32)
+    # The police case the loan belongs to: a reference only, never a name or an address.
+    case_ref: str | None = Field(default=None, max_length=64)
+
+
+class DeviceCreate(DeviceBase):
+    """A new pendant, in stock."""
+
+    device_id: str = Field(max_length=32)
+
+
+class DeviceUpdate(SQLModel):
+    """Registry fields to change; None leaves a field as it is."""
+
+    imei: str | None = None
+    iccid: str | None = None
+    phone: str | None = None
+    hardware_rev: str | None = None
+    firmware_version: str | None = None
+    case_ref: str | None = None
+
+
+class Device(DeviceBase, table=True):
+    """A pendant: registered by a technician, provisioned, or first seen on the broker."""
+
+    __tablename__ = "devices"
+
+    device_id: str = Field(primary_key=True, max_length=32)
+    loan_state: str = Field(default="in_stock", max_length=16, index=True)
+    provisioned_at: datetime | None = utc_field()
+    issued_at: datetime | None = utc_field()
+    returned_at: datetime | None = utc_field()
+    decommissioned_at: datetime | None = utc_field()
+    renewal_due: datetime | None = utc_field()
+    recall: bool = False
+    # pbkdf2 of the broker password: the password itself exists only in the device's config.json.
+    password_hash: str | None = None
+    revoked_at: datetime | None = utc_field()
+    rotated_at: datetime | None = utc_field()
+    erased_at: datetime | None = utc_field()
+    # What the pendant reported.
+    first_seen_at: datetime | None = utc_field()
+    last_seen_at: datetime | None = utc_field()
+    last_heartbeat_at: datetime | None = utc_field()
+    last_fix_at: datetime | None = utc_field()
+    last_test_alarm_at: datetime | None = utc_field()
+    online: bool | None = None
+    # `sess` of the last birth: a will with a lower `sess` belongs to an older connection.
+    sess: int | None = None
+    boot: int | None = None
+    fw: str | None = Field(default=None, max_length=64)
+    # Config: the revision published to the device, the one it says it applies, and its last refusal.
+    config_rev: int = 0
+    config_doc: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    config_applied_rev: int | None = None
+    config_error: str | None = Field(default=None, max_length=200)
+    # Health as last classified (pendant_backend.health), and when it last changed.
+    connectivity: str = Field(default="never_seen", max_length=16, index=True)
+    health: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    health_changed_at: datetime | None = utc_field()
+
+
+class DevicePublic(DeviceBase):
+    """A device as the API and the CLI show it: no password hash."""
+
+    device_id: str
+    loan_state: str
+    provisioned_at: datetime | None
+    issued_at: datetime | None
+    returned_at: datetime | None
+    decommissioned_at: datetime | None
+    renewal_due: datetime | None
+    recall: bool
+    revoked_at: datetime | None
+    rotated_at: datetime | None
+    erased_at: datetime | None
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    last_heartbeat_at: datetime | None
+    last_fix_at: datetime | None
+    last_test_alarm_at: datetime | None
+    online: bool | None
+    boot: int | None
+    fw: str | None
+    config_rev: int
+    config_applied_rev: int | None
+    config_error: str | None
+    connectivity: str
+    health: dict[str, Any] | None
+    health_changed_at: datetime | None

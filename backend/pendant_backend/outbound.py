@@ -1,0 +1,60 @@
+"""Messages to the pendants that are decided outside the ingest thread (an operator's ack, a new config):
+written to the `outbound` table in the same transaction as the decision, published by the service, and
+marked sent once the broker has taken them. A crash in between means a second publish, which is
+harmless: an `alarm/ack` is idempotent and a `config` is the whole retained document."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, or_, select
+
+from pendant_backend.db import session_scope
+from pendant_backend.models import Outbound
+
+RESEND_AFTER_S = 30
+
+
+def enqueue(session: Session, *, topic: str, payload: bytes, now: datetime, retain: bool = False) -> None:
+    """Queue one QoS 1 message in the caller's transaction."""
+    session.add(Outbound(topic=topic, payload=payload.decode(), retain=retain, created_at=now))
+
+
+def due(engine: Engine, *, now: datetime, limit: int = 200) -> list[Outbound]:
+    """Messages never attempted, or attempted more than RESEND_AFTER_S ago without the broker's PUBACK."""
+    retry_before = now - timedelta(seconds=RESEND_AFTER_S)
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(Outbound)
+                .where(
+                    col(Outbound.sent_at).is_(None),
+                    or_(
+                        col(Outbound.last_attempt_at).is_(None), col(Outbound.last_attempt_at) < retry_before
+                    ),
+                )
+                .order_by(col(Outbound.id))
+                .limit(limit)
+            )
+        )
+
+
+def mark_attempted(engine: Engine, ids: list[int], *, now: datetime) -> None:
+    """Record that these messages were handed to the MQTT link."""
+    if not ids:
+        return
+    with session_scope(engine) as session:
+        for item in session.exec(select(Outbound).where(col(Outbound.id).in_(ids))):
+            item.attempts += 1
+            item.last_attempt_at = now
+            session.add(item)
+
+
+def mark_sent(engine: Engine, outbound_id: int, *, now: datetime) -> None:
+    """Record that the broker took the message (PUBACK)."""
+    with session_scope(engine) as session:
+        item = session.get(Outbound, outbound_id)
+        if item is not None and item.sent_at is None:
+            item.sent_at = now
+            session.add(item)

@@ -1,0 +1,148 @@
+"""`pendant fleet`: the fleet's health for police IT: a summary (counts per state) and one row per pendant,
+with filters and `--json`; `pendant fleet events` lists the changes of health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pendant_tools.cmd_backend import CONTEXT, _engine, _print_json, _table, _when, user_errors
+
+CONNECTIVITY = ("online", "late", "offline", "never_seen")
+BATTERY = ("ok", "low", "critical", "unknown")
+FLAGS = (
+    "charging",
+    "weak_signal",
+    "gnss_stale",
+    "outbox_backlog",
+    "firmware_drift",
+    "config_drift",
+    "test_overdue",
+    "renewal_due",
+)
+LOAN = ("in_stock", "provisioned", "issued", "returned", "decommissioned")
+
+
+def _flags(health: dict[str, Any]) -> str:
+    return ",".join(flag for flag in FLAGS if health.get(flag) == "yes") or "-"
+
+
+def _row(device: Any) -> list[str]:
+    health = device.health or {}
+    hours = health.get("hours_left")
+    return [
+        device.device_id,
+        device.loan_state,
+        device.case_ref or "-",
+        device.connectivity,
+        _when(device.last_seen_at),
+        health.get("battery", "-"),
+        f"{hours:.0f} h" if hours is not None else "-",
+        device.fw or "-",
+        f"{device.config_applied_rev if device.config_applied_rev is not None else '-'}/{device.config_rev}",
+        _flags(health) + (",RECALL" if device.recall else ""),
+    ]
+
+
+@click.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--state", "connectivity", type=click.Choice(CONNECTIVITY), help="Only pendants in this state.")
+@click.option("--battery", type=click.Choice(BATTERY), help="Only pendants with this battery level.")
+@click.option("--flag", type=click.Choice(FLAGS), help="Only pendants with this flag raised.")
+@click.option("--loan", "loan_state", type=click.Choice(LOAN), help="Only pendants in this loan state.")
+@click.option("--summary", "summary_only", is_flag=True, help="Only the counts, no table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {summary, devices}.")
+@click.pass_context
+@user_errors
+def fleet(
+    ctx: click.Context,
+    connectivity: str | None,
+    battery: str | None,
+    flag: str | None,
+    loan_state: str | None,
+    summary_only: bool,
+    as_json: bool,
+) -> None:
+    """The fleet's health: counts per state, then one row per pendant.
+
+    Health is classified by the running backend (`pendant backend run`) every few seconds: online, late
+    (one heartbeat missed), offline (its will, or several heartbeats missed), never seen; battery and
+    hours left; and flags such as weak_signal, gnss_stale, config_drift, test_overdue, renewal_due.
+
+    \b
+    Examples:
+      pendant fleet
+      pendant fleet --state offline
+      pendant fleet --flag renewal_due --loan issued
+      pendant fleet --summary --json
+      pendant fleet events --device pd-0001
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pendant_backend.monitor import fleet_summary
+    from pendant_backend.queries import device_as_dict, list_devices
+
+    engine = _engine()
+    summary = fleet_summary(engine)
+    devices = list_devices(
+        engine, connectivity=connectivity, loan_state=loan_state, flag=flag, battery=battery
+    )
+    if as_json:
+        data: dict[str, Any] = {"summary": summary}
+        if not summary_only:
+            data["devices"] = [device_as_dict(d) for d in devices]
+        _print_json(data)
+        return
+    click.echo(f"{summary['monitored']} monitored of {summary['devices']} pendants")
+    for group in ("connectivity", "battery"):
+        click.echo(f"  {group + ':':14} " + "  ".join(f"{k} {v}" for k, v in summary[group].items()))
+    raised = [f"{k} {v}" for k, v in summary["flags"].items() if v]
+    click.echo(f"  {'flags:':14} " + ("  ".join(raised) or "none"))
+    click.echo(f"  {'loan:':14} " + "  ".join(f"{k} {v}" for k, v in sorted(summary["loan"].items())))
+    open_alarms = summary["alarms"]
+    click.echo(f"  {'alarms:':14} open {open_alarms['open']}  unacknowledged {open_alarms['unacknowledged']}")
+    if summary_only:
+        return
+    click.echo("")
+    if not devices:
+        click.echo("no pendants match")
+        return
+    _table(
+        ["DEVICE", "LOAN", "CASE", "STATE", "LAST SEEN (UTC)", "BATT", "LEFT", "FW", "CFG", "FLAGS"],
+        [_row(d) for d in devices],
+    )
+
+
+@fleet.command("events", context_settings=CONTEXT)
+@click.option("--device", "device_id", metavar="ID", help="Only this pendant's events.")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="At most N events."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def fleet_events(device_id: str | None, limit: int, as_json: bool) -> None:
+    """Changes of health, newest first.
+
+    \b
+    Examples:
+      pendant fleet events
+      pendant fleet events --device pd-0001 --json
+    """
+    from pendant_backend.models import iso
+    from pendant_backend.monitor import health_events
+
+    events = health_events(_engine(), device_id=device_id, limit=limit)
+    rows = [
+        {"at": iso(e.at), "device_id": e.device_id, "aspect": e.aspect, "old": e.old, "new": e.new}
+        for e in events
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no health events")
+        return
+    _table(
+        ["AT (UTC)", "DEVICE", "ASPECT", "FROM", "TO"],
+        [[_when(e.at), e.device_id, e.aspect, e.old or "-", e.new] for e in events],
+    )
