@@ -14,8 +14,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pendant_tools.cmd_demo", "demo", "Run broker, backend and one virtual pendant to press."),
     "broker": ("pendant_tools.cmd_backend", "broker", "Run or configure the Mosquitto broker."),
     "backend": ("pendant_tools.cmd_backend", "backend", "Run the backend (MQTT ingest and storage)."),
-    "device": ("pendant_tools.cmd_backend", "device", "Provision and inspect pendants."),
-    "alarms": ("pendant_tools.cmd_backend", "alarms", "List and inspect alarms."),
+    "device": ("pendant_tools.cmd_device", "device", "Provision and inspect pendants."),
+    "alarms": ("pendant_tools.cmd_alarms", "alarms", "List and inspect alarms."),
     "sim": ("pendant_tools.cmd_sim", "sim", "Run virtual pendants on the bench simulator and press them."),
     "fleet": ("pendant_tools.cmd_fleet", "fleet", "Fleet health: a summary and one row per pendant."),
     "flash": (

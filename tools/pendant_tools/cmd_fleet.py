@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pendant_tools.cmd_backend import CONTEXT, _engine, _print_json, _table, _when, user_errors
+from pendant_tools.backend_cli import CONTEXT, open_engine, print_json, table, user_errors, when
 
 CONNECTIVITY = ("online", "late", "offline", "never_seen")
 BATTERY = ("ok", "low", "critical", "unknown")
@@ -36,7 +36,7 @@ def _row(device: Any) -> list[str]:
         device.loan_state,
         device.case_ref or "-",
         device.connectivity,
-        _when(device.last_seen_at),
+        when(device.last_seen_at),
         health.get("battery", "-"),
         f"{hours:.0f} h" if hours is not None else "-",
         device.fw or "-",
@@ -82,7 +82,7 @@ def fleet(
     from pendant_backend.monitor import fleet_summary
     from pendant_backend.queries import device_as_dict, list_devices
 
-    engine = _engine()
+    engine = open_engine()
     summary = fleet_summary(engine)
     devices = list_devices(
         engine, connectivity=connectivity, loan_state=loan_state, flag=flag, battery=battery
@@ -91,7 +91,7 @@ def fleet(
         data: dict[str, Any] = {"summary": summary}
         if not summary_only:
             data["devices"] = [device_as_dict(d) for d in devices]
-        _print_json(data)
+        print_json(data)
         return
     click.echo(f"{summary['monitored']} monitored of {summary['devices']} pendants")
     for group in ("connectivity", "battery"):
@@ -107,7 +107,7 @@ def fleet(
     if not devices:
         click.echo("no pendants match")
         return
-    _table(
+    table(
         ["DEVICE", "LOAN", "CASE", "STATE", "LAST SEEN (UTC)", "BATT", "LEFT", "FW", "CFG", "FLAGS"],
         [_row(d) for d in devices],
     )
@@ -131,18 +131,18 @@ def fleet_events(device_id: str | None, limit: int, as_json: bool) -> None:
     from pendant_backend.models import iso
     from pendant_backend.monitor import health_events
 
-    events = health_events(_engine(), device_id=device_id, limit=limit)
+    events = health_events(open_engine(), device_id=device_id, limit=limit)
     rows = [
         {"at": iso(e.at), "device_id": e.device_id, "aspect": e.aspect, "old": e.old, "new": e.new}
         for e in events
     ]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no health events")
         return
-    _table(
+    table(
         ["AT (UTC)", "DEVICE", "ASPECT", "FROM", "TO"],
-        [[_when(e.at), e.device_id, e.aspect, e.old or "-", e.new] for e in events],
+        [[when(e.at), e.device_id, e.aspect, e.old or "-", e.new] for e in events],
     )

@@ -1,0 +1,79 @@
+"""What the backend's commands share: settings, the error boundary, JSON and table output.
+
+Settings come from the environment (PENDANT_DATA_DIR, PENDANT_DB_URL, PENDANT_MQTT_HOST, PENDANT_MQTT_PORT
+and the others of docs/operations.md). Every error of the backend package reaches the user as one
+sentence and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from pendant_backend import BackendError
+from pendant_backend.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def settings_from_env() -> Settings:
+    return Settings.from_env()
+
+
+def user_errors(command: F) -> F:
+    """Turn the backend's errors into one line on stderr and exit code 1 (never a traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except BackendError as exc:
+            raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise click.ClickException(
+                f"the database failed: {exc.__class__.__name__}: {exc.args[0]}"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def when(moment: Any) -> str:
+    from pendant_backend.models import as_utc
+
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "-"
+
+
+def open_engine(create: bool = False) -> Any:
+    from pendant_backend.db import engine_for
+
+    return engine_for(settings_from_env(), create=create)
+
+
+OPERATOR = click.option(
+    "--operator",
+    envvar="PENDANT_OPERATOR",
+    required=True,
+    help="Your name, recorded in the audit log (or set PENDANT_OPERATOR).",
+)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        click.echo(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        )
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

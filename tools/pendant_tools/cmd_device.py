@@ -1,0 +1,489 @@
+"""`pendant device`: provision, rotate, revoke, register and inspect pendants; their loan and config."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pendant_tools.backend_cli import (
+    CONTEXT,
+    OPERATOR,
+    F,
+    open_engine,
+    print_json,
+    settings_from_env,
+    table,
+    user_errors,
+    when,
+)
+
+# ---- pendant device -------------------------------------------------------------------------------
+
+
+@click.group(context_settings=CONTEXT)
+def device() -> None:
+    """Register, provision, issue, inspect and revoke pendants."""
+
+
+@device.command("provision", context_settings=CONTEXT)
+@click.argument("device_ids", metavar="DEVICE_ID...", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the config.json of one device (default <data>/devices/<id>/config.json).",
+)
+@click.option("--apn", default="internet", show_default=True, help="The SIM's access point name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without the password).")
+@user_errors
+def device_provision(device_ids: tuple[str, ...], out: Path | None, apn: str, as_json: bool) -> None:
+    """Create each device's broker account and write its config.json (mode 0600).
+
+    The file holds the device's password and is the only copy of it: copy it onto the pendant's
+    flash. A DEVICE_ID is 3 to 32 lower-case letters, digits and '-'. Several ids are provisioned over
+    one broker connection, with a progress bar.
+
+    \b
+    Examples:
+      pendant device provision pd-0001
+      pendant device provision pd-0002 --out /media/usb/config.json
+      pendant device provision pd-0003 --json
+      pendant device provision $(seq -f "pd-%04g" 100 199)
+    """
+    from pendant_backend.accounts import check_device_id, provision_devices, write_device_config
+
+    settings = settings_from_env()
+    for device_id in device_ids:
+        check_device_id(device_id)
+    if out is not None and len(device_ids) > 1:
+        raise click.UsageError("--out names the file of one device; give one DEVICE_ID with it")
+    results = []
+    configs = provision_devices(settings, device_ids, apn=apn, engine=open_engine(create=True))
+    # A progress bar for a batch (on stderr, so that --json output stays clean).
+    bar = click.progressbar(configs, length=len(device_ids), label="provisioning", file=sys.stderr)
+    with bar if len(device_ids) > 1 else contextlib.nullcontext(configs) as items:
+        for config in items:
+            path = out or settings.devices_dir / config["device_id"] / "config.json"
+            write_device_config(path, config)
+            results.append(
+                {"device_id": config["device_id"], "config_path": str(path), "mqtt": settings.mqtt_address}
+            )
+    if as_json:
+        print_json(results[0] if len(results) == 1 else results)
+        return
+    for result in results:
+        click.echo(
+            f"provisioned {result['device_id']}; its config (with its password) is in {result['config_path']}"
+        )
+
+
+@device.command("rotate", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the new config.json."
+)
+@click.option("--apn", default="internet", show_default=True, help="The SIM's access point name.")
+@user_errors
+def device_rotate(device_id: str, out: Path | None, apn: str) -> None:
+    """Give DEVICE_ID a new random password and write its new config.json (mode 0600).
+
+    The broker drops a connection made with the old password; the pendant gets back in only once the
+    new config.json is on its flash.
+
+    \b
+    Examples:
+      pendant device rotate pd-0001
+      pendant device rotate pd-0001 --out /media/usb/config.json
+    """
+    from pendant_backend.accounts import rotate_device, write_device_config
+
+    settings = settings_from_env()
+    config = rotate_device(settings, device_id, apn=apn, engine=open_engine(create=True))
+    path = out or settings.devices_dir / device_id / "config.json"
+    write_device_config(path, config)
+    click.echo(f"rotated {device_id}; its new config (with its password) is in {path}")
+
+
+@device.command("revoke", context_settings=CONTEXT)
+@click.argument("device_id")
+@user_errors
+def device_revoke(device_id: str) -> None:
+    """Delete DEVICE_ID's broker account: the broker refuses it from now on and drops it if connected.
+
+    Its alarms stay in the database.
+
+    \b
+    Examples:
+      pendant device revoke pd-0001
+    """
+    from pendant_backend.accounts import revoke_device
+
+    revoke_device(settings_from_env(), device_id, engine=open_engine(create=True))
+    click.echo(f"revoked {device_id}")
+
+
+@device.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def device_list(as_json: bool) -> None:
+    """List the pendants: provisioned, revoked, or only seen on the broker (`pendant fleet` adds health).
+
+    \b
+    Examples:
+      pendant device list
+      pendant device list --json
+    """
+    from pendant_backend.queries import count_alarms, device_as_dict, list_devices
+
+    engine = open_engine()
+    devices = list_devices(engine)
+    if as_json:
+        print_json(
+            [{**device_as_dict(d), "alarms": count_alarms(engine, device_id=d.device_id)} for d in devices]
+        )
+        return
+    if not devices:
+        click.echo("no devices yet: provision one with `pendant device provision pd-0001`")
+        return
+    rows = []
+    for d in devices:
+        account = "revoked" if d.revoked_at else "provisioned" if d.provisioned_at else "seen only"
+        online = {True: "online", False: "offline", None: "-"}[d.online]
+        rows.append(
+            [
+                d.device_id,
+                account,
+                d.loan_state,
+                online,
+                when(d.last_seen_at),
+                d.fw or "-",
+                str(count_alarms(engine, device_id=d.device_id)),
+            ]
+        )
+    table(["DEVICE", "ACCOUNT", "LOAN", "STATUS", "LAST SEEN (UTC)", "FW", "ALARMS"], rows)
+
+
+SHOW_ORDER = (
+    "device_id",
+    "loan_state",
+    "case_ref",
+    "imei",
+    "iccid",
+    "phone",
+    "hardware_rev",
+    "firmware_version",
+    "provisioned_at",
+    "issued_at",
+    "renewal_due",
+    "recall",
+    "returned_at",
+    "decommissioned_at",
+    "revoked_at",
+    "rotated_at",
+    "erased_at",
+    "connectivity",
+    "online",
+    "fw",
+    "boot",
+    "first_seen_at",
+    "last_seen_at",
+    "last_heartbeat_at",
+    "last_fix_at",
+    "last_test_alarm_at",
+    "health",
+    "health_changed_at",
+    "config_rev",
+    "config_applied_rev",
+    "config_error",
+)
+
+
+@device.command("show", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def device_show(device_id: str, as_json: bool) -> None:
+    """Show one pendant: registry, loan, account, health, config and bench-test reports.
+
+    \b
+    Examples:
+      pendant device show pd-0001
+      pendant device show pd-0001 --json
+    """
+    from pendant_backend import monitor, registry
+    from pendant_backend.queries import device_as_dict
+
+    engine = open_engine()
+    data = device_as_dict(registry.get_device(engine, device_id=device_id))
+    data["bench_reports"] = [
+        {
+            "id": r.id,
+            "created_at": when(r.created_at),
+            "actor": r.actor,
+            "passed": r.passed,
+            "signature_ok": registry.verify_report(settings_from_env(), r),
+        }
+        for r in registry.bench_reports(engine, device_id=device_id)
+    ]
+    data["health_events"] = [
+        {"at": when(e.at), "aspect": e.aspect, "old": e.old, "new": e.new}
+        for e in monitor.health_events(engine, device_id=device_id, limit=10)
+    ]
+    if as_json:
+        print_json(data)
+        return
+    for key in SHOW_ORDER:
+        value = data.get(key)
+        click.echo(f"{key + ':':20} {value if value is not None else '-'}")
+    click.echo("recent health events:" + ("" if data["health_events"] else " none"))
+    for event in data["health_events"]:
+        click.echo(f"  {event['at']}  {event['aspect']}: {event['old'] or '-'} -> {event['new']}")
+    click.echo("bench reports:" + ("" if data["bench_reports"] else " none"))
+    for report in data["bench_reports"]:
+        verdict = "passed" if report["passed"] else "FAILED"
+        signed = "signature ok" if report["signature_ok"] else "SIGNATURE BROKEN"
+        click.echo(f"  #{report['id']} {report['created_at']} by {report['actor']}: {verdict}, {signed}")
+
+
+REGISTRY_OPTIONS = [
+    click.option("--imei", help="15 digits."),
+    click.option("--iccid", help="The SIM's ICCID, 18 to 20 digits."),
+    click.option("--phone", help="The SIM's phone number, + and digits."),
+    click.option("--hw", "hardware_rev", help="Hardware revision."),
+    click.option("--fw", "firmware_version", help="The firmware version it should run."),
+]
+
+
+def _registry_options(command: F) -> F:
+    for option in reversed(REGISTRY_OPTIONS):
+        command = option(command)
+    return command
+
+
+@device.command("register", context_settings=CONTEXT)
+@click.argument("device_id")
+@_registry_options
+@OPERATOR
+@user_errors
+def device_register(device_id: str, operator: str, **fields: str | None) -> None:
+    """Add a pendant to the registry, in stock.
+
+    \b
+    Examples:
+      pendant device register pd-0001 --imei 861234567890123 --iccid 8931081234567890123 --operator it
+    """
+    from pendant_backend.models import DeviceCreate
+    from pendant_backend.registry import register_device
+
+    register_device(
+        open_engine(create=True), device=DeviceCreate(device_id=device_id, **fields), actor=operator
+    )
+    click.echo(f"registered {device_id} (in stock)")
+
+
+@device.command("set", context_settings=CONTEXT)
+@click.argument("device_id")
+@_registry_options
+@click.option("--case", "case_ref", help="Case reference (never a name or an address).")
+@OPERATOR
+@user_errors
+def device_set(device_id: str, operator: str, **fields: str | None) -> None:
+    """Change registry fields of a pendant.
+
+    \b
+    Examples:
+      pendant device set pd-0001 --fw 0.2.0 --operator it
+      pendant device set pd-0001 --phone +31612345678 --operator it
+    """
+    from pendant_backend.models import DeviceUpdate
+    from pendant_backend.registry import update_device
+
+    update_device(open_engine(), device_id=device_id, changes=DeviceUpdate(**fields), actor=operator)
+    click.echo(f"updated {device_id}")
+
+
+def _date(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2027-03-31") from None
+
+
+@device.command("issue", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option("--case", "case_ref", required=True, help="The police case reference (never a name).")
+@click.option("--renewal", help="Date the loan must be renewed by (YYYY-MM-DD).")
+@OPERATOR
+@user_errors
+def device_issue(device_id: str, case_ref: str, renewal: str | None, operator: str) -> None:
+    """Lend a provisioned pendant for a case.
+
+    \b
+    Examples:
+      pendant device issue pd-0001 --case 2026-000123 --renewal 2027-03-31 --operator it
+    """
+    from pendant_backend.registry import set_loan_state
+
+    set_loan_state(
+        open_engine(),
+        device_id=device_id,
+        state="issued",
+        case_ref=case_ref,
+        renewal_due=_date(renewal),
+        actor=operator,
+    )
+    click.echo(f"issued {device_id} for case {case_ref}")
+
+
+@device.command("loan", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.argument("state", type=click.Choice(["returned", "in_stock", "provisioned", "decommissioned"]))
+@OPERATOR
+@user_errors
+def device_loan(device_id: str, state: str, operator: str) -> None:
+    """Move a pendant along its loan: returned, back in stock, provisioned, or decommissioned.
+
+    \b
+    Examples:
+      pendant device loan pd-0001 returned --operator it
+      pendant device loan pd-0001 decommissioned --operator it
+    """
+    from pendant_backend.registry import set_loan_state
+
+    set_loan_state(open_engine(), device_id=device_id, state=state, actor=operator)
+    click.echo(f"{device_id} is now {state}")
+
+
+@device.command("renew", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option("--until", "until", required=True, help="New renewal date (YYYY-MM-DD).")
+@OPERATOR
+@user_errors
+def device_renew(device_id: str, until: str, operator: str) -> None:
+    """Set the date by which the loan must be renewed.
+
+    \b
+    Examples:
+      pendant device renew pd-0001 --until 2027-09-30 --operator it
+    """
+    from pendant_backend.registry import set_renewal
+
+    set_renewal(open_engine(), device_id=device_id, renewal_due=_date(until), actor=operator)
+    click.echo(f"{device_id}: renewal due {until}")
+
+
+@device.command("recall", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option("--clear", is_flag=True, help="Remove the recall flag.")
+@OPERATOR
+@user_errors
+def device_recall(device_id: str, clear: bool, operator: str) -> None:
+    """Flag a pendant to be brought back (or clear the flag).
+
+    \b
+    Examples:
+      pendant device recall pd-0001 --operator it
+      pendant device recall pd-0001 --clear --operator it
+    """
+    from pendant_backend.registry import set_recall
+
+    set_recall(open_engine(), device_id=device_id, recall=not clear, actor=operator)
+    click.echo(f"{device_id}: recall {'cleared' if clear else 'flagged'}")
+
+
+def _config_value(text: str) -> tuple[str, Any]:
+    from pendant_backend.configs import LIST_FIELDS
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE")
+    if key in LIST_FIELDS:
+        return key, [v for v in value.split(",") if v]
+    try:
+        return key, int(value)
+    except ValueError:
+        raise click.BadParameter(f"{key} takes a whole number, not {value!r}") from None
+
+
+@device.command("config", context_settings=CONTEXT)
+@click.argument("device_id", required=False)
+@click.option("--fleet", is_flag=True, help="The fleet-default document instead of one device's.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set a field (lists: a,b).")
+@click.option("--unset", multiple=True, metavar="KEY", help="Remove a field (the default applies again).")
+@click.option("--operator", envvar="PENDANT_OPERATOR", help="Your name (needed to change a config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def device_config(
+    device_id: str | None,
+    fleet: bool,
+    assignments: tuple[str, ...],
+    unset: tuple[str, ...],
+    operator: str | None,
+    as_json: bool,
+) -> None:
+    """Show or change a device's config overrides or the fleet default; changes are published retained.
+
+    Fields: heartbeat_s, ack_timeout_s, press_ms, sms, call, callback, batt_low, batt_critical, loc_s.
+
+    \b
+    Examples:
+      pendant device config pd-0001
+      pendant device config --fleet --set heartbeat_s=300 --set call=112 --operator it
+      pendant device config pd-0001 --set sms=+31612345678,+31687654321 --operator it
+      pendant device config pd-0001 --unset sms --operator it
+    """
+    from pendant_backend import configs
+
+    if fleet == (device_id is not None):
+        raise click.UsageError("name one DEVICE_ID, or --fleet")
+    engine = open_engine(create=True)
+    if assignments or unset:
+        if not operator:
+            raise click.UsageError("say who changes the config: --operator NAME (or PENDANT_OPERATOR)")
+        changes = dict(_config_value(a) for a in assignments)
+        document, published = configs.set_config(
+            engine, scope=configs.FLEET if fleet else device_id, changes=changes, unset=unset, author=operator
+        )
+        click.echo(f"{document.scope} config version {document.version}; published to {published} device(s)")
+        return
+    view = (
+        configs.fleet_config_view(engine)
+        if fleet
+        else configs.device_config_view(engine, device_id=device_id)
+    )
+    if as_json:
+        print_json(view)
+        return
+    for key, value in view.items():
+        click.echo(f"{key + ':':16} {json.dumps(value, ensure_ascii=False)}")
+
+
+@device.command("erase", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.option("--reason", required=True, help="Why (e.g. the request's reference); kept as a digest.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@OPERATOR
+@user_errors
+def device_erase(device_id: str, reason: str, yes: bool, operator: str) -> None:
+    """Erase a pendant's data on request: alarms, trails, heartbeats, health events, case reference.
+
+    The audit log keeps a record that (and by whom) it was erased. Refused while an alarm is open.
+
+    \b
+    Examples:
+      pendant device erase pd-0001 --reason "request 2026-77" --operator it
+    """
+    from pendant_backend.retention import erase_device
+
+    if not yes:
+        click.confirm(f"erase every alarm, position and heartbeat of {device_id}?", abort=True)
+    counts = erase_device(open_engine(), device_id=device_id, actor=operator, reason=reason)
+    click.echo(f"erased {device_id}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
