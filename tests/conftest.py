@@ -31,12 +31,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pendant_backend.accounts import provision_device
-from pendant_backend.broker import Broker, BrokerSecrets
+from pendant_backend.broker import Broker
 from pendant_backend.db import make_engine
 from pendant_backend.service import BackendService
 from pendant_backend.settings import Settings
 
-from support import free_port
+from support import BrokerFixture, free_port
 
 PROTOCOL_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "protocol-examples"
 WAIT_S = 10.0
@@ -197,20 +197,6 @@ def engine(db_url: str):
     instance = make_engine(db_url)
     yield instance
     instance.dispose()
-
-
-@dataclass
-class BrokerFixture:
-    """A running broker: its settings (data folder, port), its service accounts and the Broker itself
-    (`broker.broker.kill()` then `.start()` simulates a crash and restart)."""
-
-    settings: Settings
-    secrets: BrokerSecrets
-    broker: Broker
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
 
 
 @pytest.fixture

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pendant_backend.broker import Broker, BrokerSecrets
+from pendant_backend.settings import Settings
 
 
 def free_port() -> int:
@@ -10,3 +15,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass
+class BrokerFixture:
+    """A running broker: its settings (data folder, port), its service accounts and the Broker itself
+    (`broker.broker.kill()` then `.start()` simulates a crash and restart)."""
+
+    settings: Settings
+    secrets: BrokerSecrets
+    broker: Broker
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir

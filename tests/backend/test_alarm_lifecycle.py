@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from backend_samples import alarm, tele, topic
 from sqlmodel import Session, col, select
 
 from pendant_backend import alarms
 from pendant_backend.lifecycle import TransitionError
 from pendant_backend.models import Alarm, AuditEvent, Notification, Outbound
-
-from conftest import alarm, tele, topic
 
 
 def stored(engine, ref: str = "pd-0001/12-3") -> Alarm:

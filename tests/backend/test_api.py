@@ -4,13 +4,12 @@ ack and resolve under the token's name."""
 from __future__ import annotations
 
 import pytest
+from backend_samples import alarm, tele, topic
 from fastapi.testclient import TestClient
 
 from pendant_backend import monitor, tokens
 from pendant_backend.api import create_app
 from pendant_backend.settings import Settings
-
-from conftest import alarm, tele, topic
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from backend_samples import alarm, tele, topic
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from pendant_backend import audit, retention
 from pendant_backend.alarms import acknowledge_alarm, resolve_alarm
 from pendant_backend.models import AuditEvent
-
-from conftest import alarm, tele, topic
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+from backend_samples import alarm, tele, topic
 from sqlalchemy import text
 
 from pendant_backend import alarms, export
 from pendant_backend.settings import Settings
-
-from conftest import alarm, tele, topic
 
 
 @pytest.fixture

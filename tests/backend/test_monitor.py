@@ -7,13 +7,12 @@ import json
 from datetime import timedelta
 
 import pytest
+from backend_samples import T0, alarm, tele, topic
 from sqlmodel import Session, col, select
 
 from pendant_backend import configs, monitor, registry
 from pendant_backend.models import Device, DeviceUpdate, Notification
 from pendant_backend.settings import Settings
-
-from conftest import T0, alarm, tele, topic
 
 SETTINGS = Settings(data_dir=".", db_url="", offline_after_missed=3)
 

@@ -9,12 +9,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from backend_samples import alarm, topic
 from sqlmodel import Session, select
 
 from pendant_backend import notify
 from pendant_backend.models import Notification
 
-from conftest import alarm, topic
 from support import free_port
 
 KEY = b"k" * 32

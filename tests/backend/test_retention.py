@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from backend_samples import alarm, tele, topic
 from sqlmodel import Session, func, select
 
 from pendant_backend import alarms, audit, retention
 from pendant_backend.models import Alarm, AlarmLocation, AuditEvent, Device, Heartbeat
-
-from conftest import alarm, tele, topic
 
 
 def count(engine, table) -> int:

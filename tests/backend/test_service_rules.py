@@ -9,14 +9,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from backend_samples import Clock, alarm
 from test_notify import Receiver
 
 from pendant_backend import alarms, configs, notify
 from pendant_backend.db import make_engine
 from pendant_backend.service import BackendService
 from pendant_backend.settings import secret_key
-
-from conftest import Clock, alarm
 
 pytestmark = pytest.mark.broker
 WAIT_S = 20

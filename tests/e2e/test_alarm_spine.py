@@ -20,7 +20,7 @@ from pendant_backend.service import BackendService
 from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.sim_host import BackgroundSimHost
 
-from conftest import BrokerFixture
+from support import BrokerFixture
 
 pytestmark = pytest.mark.e2e
 
