@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 
 import click
@@ -13,9 +12,17 @@ import click
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pendant_tools.cmd_demo", "demo", "Run broker, backend and one virtual pendant to press."),
     "broker": ("pendant_tools.cmd_backend", "broker", "Run or configure the Mosquitto broker."),
-    "backend": ("pendant_tools.cmd_backend", "backend", "Run the backend (MQTT ingest and storage)."),
-    "device": ("pendant_tools.cmd_device", "device", "Provision and inspect pendants."),
-    "alarms": ("pendant_tools.cmd_alarms", "alarms", "List and inspect alarms."),
+    "backend": (
+        "pendant_tools.cmd_backend",
+        "backend",
+        "Run the backend (ingest, fleet health, alarms), its HTTP API, retention, tokens.",
+    ),
+    "device": (
+        "pendant_tools.cmd_device",
+        "device",
+        "Register, provision, lend, configure, revoke and erase pendants.",
+    ),
+    "alarms": ("pendant_tools.cmd_alarms", "alarms", "List, acknowledge, resolve, export and verify alarms."),
     "sim": ("pendant_tools.cmd_sim", "sim", "Run virtual pendants on the bench simulator and press them."),
     "fleet": ("pendant_tools.cmd_fleet", "fleet", "Fleet health: a summary and one row per pendant."),
     "flash": (
@@ -37,20 +44,15 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _available(module_name: str) -> bool:
-    """True if the module exists (commands of work in progress are listed once they land)."""
-    return importlib.util.find_spec(module_name) is not None
-
-
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name, (module, _, _) in _SUBCOMMANDS.items() if _available(module))
+        return sorted(_SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = _SUBCOMMANDS.get(cmd_name)
-        if entry is None or not _available(entry[0]):
+        if entry is None:
             return None
         module_name, attribute, _ = entry
         return getattr(importlib.import_module(module_name), attribute)

@@ -25,7 +25,14 @@ from pendant_tools.backend_cli import (
 
 @click.group(context_settings=CONTEXT)
 def alarms() -> None:
-    """List, acknowledge, resolve, export and verify alarms."""
+    """List, acknowledge, resolve, export and verify alarms.
+
+    \b
+    Examples:
+      pendant alarms list --open
+      pendant alarms ack pd-0001/12-3 --operator "J. Jansen"
+      pendant alarms export pd-0001/12-3 --out case.json --operator "J. Jansen"
+    """
 
 
 def _position(alarm: Any) -> str:

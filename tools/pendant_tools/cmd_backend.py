@@ -22,7 +22,13 @@ from pendant_tools.backend_cli import (
 
 @click.group(context_settings=CONTEXT)
 def broker() -> None:
-    """Run the Mosquitto broker with the project's config and accounts."""
+    """Run the Mosquitto broker with the project's config and accounts.
+
+    \b
+    Examples:
+      pendant broker run
+      PENDANT_DATA_DIR=/srv/pendant pendant broker run
+    """
 
 
 @broker.command("run", context_settings=CONTEXT)
@@ -68,7 +74,14 @@ def broker_run() -> None:
 
 @click.group(context_settings=CONTEXT)
 def backend() -> None:
-    """Run the backend: MQTT ingest into the database."""
+    """Run the backend: MQTT ingest into the database, fleet health, alarms, the HTTP API.
+
+    \b
+    Examples:
+      pendant backend run                 # ingest, health, escalation, webhooks
+      pendant backend api --port 8080     # the JSON API for dispatch and police IT
+      pendant backend purge               # apply the retention rules now
+    """
 
 
 @backend.command("run", context_settings=CONTEXT)
@@ -121,7 +134,14 @@ def backend_api(host: str | None, port: int | None) -> None:
 
 @backend.group("token", context_settings=CONTEXT)
 def backend_token() -> None:
-    """Create, list and revoke the operators' API tokens."""
+    """Create, list and revoke the operators' API tokens.
+
+    \b
+    Examples:
+      pendant backend token create "J. Jansen"
+      pendant backend token list
+      pendant backend token revoke "J. Jansen"
+    """
 
 
 @backend_token.command("create", context_settings=CONTEXT)

@@ -71,6 +71,9 @@ def demo(device_id: str) -> None:
     Press Enter in this terminal to press the pendant's button, or from another terminal:
 
     \b
+    Examples:
+      pendant demo                   # then press Enter to press the button
+      pendant demo --device pd-0007
       pendant sim press pd-0001      # hold the panic button for 2.5 s
       pendant alarms list            # the alarms the backend has stored
     """

@@ -27,7 +27,15 @@ from pendant_tools.backend_cli import (
 
 @click.group(context_settings=CONTEXT)
 def device() -> None:
-    """Register, provision, issue, inspect and revoke pendants."""
+    """Register, provision, issue, inspect and revoke pendants.
+
+    \b
+    Examples:
+      pendant device register pd-0042 --imei 864321050123456 --operator it
+      pendant device provision pd-0042
+      pendant device show pd-0042
+      pendant device revoke pd-0042
+    """
 
 
 @device.command("provision", context_settings=CONTEXT)
