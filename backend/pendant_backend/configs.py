@@ -21,6 +21,7 @@ from pendant_backend.models import ConfigDocument, Device, utc_now
 FLEET = "fleet"
 FIELDS = tuple(f.name for f in dataclasses.fields(payloads.DeviceConfig) if f.name != "rev")
 LIST_FIELDS = ("sms", "call", "callback")
+BOOL_FIELDS = ("off_alarm",)
 # Devices that receive configs: those that may be online.
 ACTIVE_LOAN_STATES = ("provisioned", "issued")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 TOPIC_ROOT = "pendant/v1"
@@ -184,10 +184,11 @@ class Event:
 
 @dataclass(frozen=True)
 class Command:
-    """A command to a device."""
+    """A command to a device; `args` holds its arguments (e.g. `pattern` for `vibrate`)."""
 
     id: str
     cmd: str
+    args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,8 @@ class CommandResult:
     id: str
     ok: bool
     err: str | None = None
+    # What the command produced, as it came (`loc`/`cell` of locate, `alarm_id` of test_alarm, `report`).
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,16 @@ class DeviceConfig:
     batt_low: int = 20
     batt_critical: int = 5
     loc_s: int = 30
+    presses: int = 0
+    off_ms: int = 3000
+    off_alarm: bool = False
+    fix_s: int = 600
+    rounds: int = 5
+
+
+# Fields added to protocol v1 after its first release: a document without them (an older backend's
+# retained config) means their defaults.
+_LATER_CONFIG_FIELDS = {spec.name: spec.default for spec in fields(DeviceConfig)}
 
 
 # ---- field readers -------------------------------------------------------------------------------
@@ -433,7 +446,8 @@ def parse_command_result(payload: bytes) -> CommandResult:
     """Validate a `cmd/res`; `err` is required when `ok` is false."""
     f = decode_json(payload)
     ok = f.flag("ok")
-    return CommandResult(id=f.text("id"), ok=ok, err=f.text("err", optional=ok, max_len=200))
+    rest = {k: v for k, v in f.obj.items() if k not in ("id", "ok", "err")}
+    return CommandResult(id=f.text("id"), ok=ok, err=f.text("err", optional=ok, max_len=200), fields=rest)
 
 
 # ---- parsers and encoders: backend -> device ------------------------------------------------------
@@ -465,7 +479,24 @@ def parse_config(payload: bytes) -> DeviceConfig:
         batt_low=f.integer("batt_low", lo=5, hi=50),
         batt_critical=f.integer("batt_critical", lo=1, hi=20),
         loc_s=f.integer("loc_s", lo=10, hi=600),
+        presses=_presses(f),
+        off_ms=_later(f, "off_ms", lambda: f.integer("off_ms", lo=1000, hi=10000)),
+        off_alarm=_later(f, "off_alarm", lambda: f.flag("off_alarm")),
+        fix_s=_later(f, "fix_s", lambda: f.integer("fix_s", lo=60, hi=86400)),
+        rounds=_later(f, "rounds", lambda: f.integer("rounds", lo=1, hi=10)),
     )
+
+
+def _later(f: _Fields, key: str, read: Callable[[], Any]) -> Any:
+    """A field added after v1's first release: its default when absent, else read and checked."""
+    return _LATER_CONFIG_FIELDS[key] if key not in f.obj else read()
+
+
+def _presses(f: _Fields) -> int:
+    presses = _later(f, "presses", lambda: f.integer("presses", lo=0, hi=6))
+    if presses == 1:
+        raise InvalidPayload("out_of_range", "presses must be 0 (off) or 2..6")
+    return presses
 
 
 def parse_command(payload: bytes) -> Command:
@@ -474,7 +505,8 @@ def parse_command(payload: bytes) -> Command:
     cmd = f.text("cmd")
     if cmd not in COMMANDS:
         raise InvalidPayload("bad_value", f"cmd {cmd!r} is not one of {', '.join(sorted(COMMANDS))}")
-    return Command(id=f.text("id"), cmd=cmd)
+    args = {k: v for k, v in f.obj.items() if k not in ("id", "cmd")}
+    return Command(id=f.text("id"), cmd=cmd, args=args)
 
 
 def _compact(value: Mapping[str, Any]) -> bytes:
@@ -498,7 +530,7 @@ def encode_config(config: DeviceConfig) -> bytes:
 
 def encode_command(command: Command) -> bytes:
     """The compact JSON of a `cmd`."""
-    return _compact({"id": command.id, "cmd": command.cmd})
+    return _compact({"id": command.id, "cmd": command.cmd, **command.args})
 
 
 PARSERS = {

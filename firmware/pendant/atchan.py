@@ -9,14 +9,17 @@ Every line the modem sends goes, in this order, to:
 4. otherwise it is an unknown unsolicited line: logged and dropped.
 
 The stream is a non-blocking object with readinto(buf) -> count, None when nothing is there, 0 at its
-end, and write(bytes) -> count. Reading and waiting poll (every 10 and 5 ms) instead of using asyncio's
-streams, Event, Lock and wait_for: on the unix port those cost ~4.5 KB of the pendant's 64 KB heap.
+end, and write(bytes) -> count. Reading and waiting poll (every 10 and 5 ms, sched.sleep_ms) instead of
+waiting on events: asyncio's streams, Event, Lock and wait_for would cost heap the pendant does not
+have. The channel also knows when the modem last answered and how many commands in a row it left
+unanswered (`silent_ms`: the app power-cycles a hung modem), and wakes a modem that was allowed to sleep
+(`sleep`, the DTR line) before the next command.
 """
 
-import asyncio
 from time import ticks_add, ticks_diff, ticks_ms
 
 from . import atparse, log
+from .sched import sleep_ms
 
 
 # Lines, prefixes and commands are str (see atparse); data written at a prompt and raw blocks are bytes.
@@ -37,7 +40,7 @@ async def until(state, index, timeout, message="modem silent", value=True):
     while bool(state[index]) != value:
         if ticks_diff(deadline, ticks_ms()) <= 0:
             raise ATTimeout(message)
-        await asyncio.sleep_ms(5)
+        await sleep_ms(5)
 
 
 async def write(stream, data):
@@ -50,7 +53,7 @@ async def write(stream, data):
             if e.errno != 11:  # EAGAIN: the socket buffer is full, try again
                 raise
         if data:
-            await asyncio.sleep_ms(5)
+            await sleep_ms(5)
 
 
 class ATChannel:
@@ -60,10 +63,29 @@ class ATChannel:
         self.opener = opener
         self._handlers = []
         self._waiters = []
-        # [final result line, prompt or final seen, busy (the command lock), stream, stale]
+        # [final result line, prompt or final seen, busy (the command lock), stream, stale, ticks of the
+        #  last final result, commands in a row the modem did not answer, ticks the last command ended]
         # stale: a timed-out command's final result may still come
-        self._state = [None, False, False, None, False]
+        self._state = [None, False, False, None, False, ticks_ms(), 0, ticks_ms()]
         self._lines = None  # the running command's response lines; None while idle
+        self.dtr = None  # fn(level) driving the modem's DTR line: 1 lets it sleep (after AT+CSCLK=1)
+        self.asleep = False
+
+    def silent_ms(self):
+        """How long the modem has been silent while commands went unanswered (0 while it answers)."""
+        state = self._state
+        return ticks_diff(ticks_ms(), state[5]) if state[6] else 0
+
+    def idle_ms(self):
+        """How long no command has run (0 while one runs or waits for its result)."""
+        state = self._state
+        return 0 if state[2] or self._waiters else ticks_diff(ticks_ms(), state[7])
+
+    def sleep(self):
+        """Let the modem sleep until the next command (DTR high; the modem still wakes for URCs)."""
+        if self.dtr and not self.asleep:
+            self.dtr(1)
+            self.asleep = True
 
     def on(self, prefix, handler):
         """Route lines (and raw blocks) starting with prefix to handler(line, data), in the reader task."""
@@ -83,7 +105,7 @@ class ATChannel:
                 if n:
                     parser.feed(buf, n)
                 else:
-                    await asyncio.sleep_ms(10)
+                    await sleep_ms(10)
         finally:
             self._state[3] = None
             try:
@@ -97,13 +119,23 @@ class ATChannel:
         ms bounds each wait for the modem. With `data`: wait for the `>` prompt, then write data. With
         `final`: also wait up to final_ms for the asynchronous result line starting with `final` (outside
         the lock, so other commands run meanwhile) and return that line. ATError on ERROR (unless the
-        final line came with it), ATTimeout when the modem stays silent.
+        final line came with it), ATTimeout when the modem stays silent. lock_ms bounds the wait for
+        the command before (ATTimeout "AT channel busy").
         """
+        state = self._state
         waiter = [final, None]  # [prefix, the line that hit it]
         if final:
             self._waiters.append(waiter)
         try:
-            lines = await self._locked(cmd, ms, data, lock_ms, waiter)
+            await until(state, 2, lock_ms, "AT channel busy", False)
+            state[2] = True
+            try:
+                lines = await self._send(cmd, ms, data)
+            except ATError:
+                if not waiter[1]:  # unless an error result (+CMQTTPUB: 0,14) came with the ERROR
+                    raise
+            finally:
+                state[2] = False
             if final:
                 await until(waiter, 1, final_ms)
                 return waiter[1]
@@ -111,19 +143,6 @@ class ATChannel:
         finally:
             if final:
                 self._waiters.remove(waiter)
-
-    async def _locked(self, cmd, ms, data, lock_ms, waiter):
-        # The command under the lock (coroutine frames are split small: the heap is fragmented).
-        state = self._state
-        await until(state, 2, lock_ms, "AT channel busy", False)
-        state[2] = True
-        try:
-            return await self._send(cmd, ms, data)
-        except ATError:
-            if not waiter[1]:  # unless an error result (+CMQTTPUB: 0,14) came with the ERROR
-                raise
-        finally:
-            state[2] = False
 
     async def _send(self, cmd, ms, data):
         state = self._state
@@ -133,6 +152,10 @@ class ATChannel:
             except ATTimeout:
                 state[4] = False
         await until(state, 3, ms, "no modem stream")
+        if self.asleep:  # DTR low wakes it; the A7670 takes commands again after a few ms
+            self.asleep = False
+            self.dtr(0)
+            await sleep_ms(50)
         self._lines = []
         state[0] = None
         state[1] = False
@@ -140,7 +163,7 @@ class ATChannel:
             await write(state[3], cmd + "\r")
             if data is not None:
                 try:
-                    await until(state, 1, ms)
+                    await until(state, 1, min(ms, 5000))  # the prompt comes at once; the result may not
                 except ATTimeout:
                     await write(state[3], "\x1b")  # ESC ends the data mode, should the prompt come late
                     raise
@@ -153,6 +176,12 @@ class ATChannel:
             return self._lines
         finally:
             state[4] = state[0] is None
+            state[7] = ticks_ms()
+            if state[4]:
+                state[6] += 1  # unanswered
+            else:
+                state[5] = state[7]
+                state[6] = 0
             self._lines = None
 
     def _on_event(self, kind, line, data):

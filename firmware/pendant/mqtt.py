@@ -1,18 +1,18 @@
 """Keeps the MQTT session up over the modem: bring-up, will, connect, birth, subscriptions, reconnects.
 
 The wire work is in modem.py; this is the resilience around it (as mqtt_as separates MQTT_base from
-MQTTClient). `keep()`, called in a loop (`run()`, or the app's worker), reconnects with exponential
+MQTTClient). `keep()`, called in a loop (the app's worker), reconnects with exponential
 backoff after `+CMQTTCONNLOST`, `+CMQTTPING` or failed publishes, starts again from AT+CMQTTSTART after
-`+CMQTTNONET` or repeated failures, and brings the whole modem up again when even that fails. Outages
+`+CMQTTNONET` or repeated failures, brings the whole modem up again when even that fails, and
+power-cycles it first when it has stopped answering (`hung`). Outages
 never raise into the application (only MemoryError does, for the supervisor): `publish` returns False
 while offline. Received messages are queued by the reader task
 and handed to `on_message(subtopic, payload)` by `dispatch()`, which the app's worker task calls.
 """
 
-import asyncio
 from time import ticks_add, ticks_diff, ticks_ms
 
-from . import FW, log, protocol
+from . import drop, log, use
 from .atchan import ATError, ATTimeout
 
 # The first retry pause; it doubles after each failure up to a minute. A test may shorten it.
@@ -23,16 +23,17 @@ class Session:
     """The pendant's MQTT session. up: connected (None while the birth is on its way); gen: number of
     successful connects so far."""
 
-    def __init__(self, modem, device, state):
+    def __init__(self, modem, device_id, state):
         self.modem = modem
-        self.device = device  # config.json: device_id, mqtt{host, port, user, password, tls, keepalive}, apn
+        self.device_id = device_id
         self.state = state
-        self.root = "pendant/v1/%s/" % device["device_id"]
+        self.root = "pendant/v1/%s/" % device_id
         self.up = False
         self.gen = 0
         self.on_message = None  # async fn(subtopic str, payload bytes)
-        self.on_connect = None  # fn(), after every successful connect and subscribe
-        self._need = 2  # what to redo before connecting: 2 modem bring-up, 1 MQTT service start, 0 nothing
+        self.on_connect = lambda: None  # fn(), after every successful connect and subscribe
+        # what to redo before connecting: 3 modem power cycle, 2 bring-up, 1 MQTT service start, 0 nothing
+        self.need = 2
         self._failed = 0  # publishes failed in a row
         self._inbox = []
         self._rx = None  # [topic, payload] of the message arriving; False when it cannot be kept
@@ -67,76 +68,57 @@ class Session:
                 self._inbox.append((topic[len(self.root) :], rx[1]))
         elif line[6:10] in ("CONN", "PING", "NONE") and line[6:13] != "CONNECT":
             if line[6] == "N":  # NONET
-                self._need = max(self._need, 1)
+                self.need = max(self.need, 1)
             if self.up:
                 log("mqtt", "connection lost: " + line)
             self.up = False
 
-    async def run(self):
-        """Keep the session up for ever (as a task of its own; the app calls keep() from its worker)."""
-        while True:
-            await self.keep()
-            await asyncio.sleep_ms(50)
+    def hung(self):
+        """The modem stopped answering: power-cycle it and start over (the next keep() does)."""
+        if self.need < 3:
+            log("mqtt", "modem hung")
+            self.need = 3
+            self.up = self.modem.ready = False  # the fallback lets go of the modem too
+            self._retry[1] = ticks_ms()
 
     async def keep(self):
         """When offline and the backoff pause is over, try to connect once. Returns at once otherwise."""
         retry = self._retry  # [failures in a row, ticks_ms of the next attempt]
         if self.up or ticks_diff(ticks_ms(), retry[1]) < 0:
             return
-        if await self._connect():
-            retry[0] = 0
-            return
-        failures = retry[0] = retry[0] + 1
-        if failures % 6 == 0:  # the modem itself may be wedged: bring it up again
-            self._need = 2
-        elif failures % 3 == 0:  # start the MQTT service again
-            self._need = max(self._need, 1)
-        delay = min(config["backoff_ms"] << min(failures - 1, 8), 60000)
-        retry[1] = ticks_add(ticks_ms(), delay)
-        log("mqtt", "offline, retry in %d ms" % delay)
-
-    async def _connect(self):
-        modem = self.modem
-        device = self.device
-        mqtt = device["mqtt"]
-        device_id = device["device_id"]
-        status = (self.root + "status").encode()
         try:
-            if self._need == 2:
-                await modem.bring_up(device.get("apn", "internet"))
-                self._need = 1
-            if self._need and not await modem.mqtt_start(device_id, mqtt.get("tls", False)):
-                raise ATError("mqtt_start")
-            self._need = 0
-            sess = self.state.next_sess()
-            boot = self.state.boot
-            err = await modem.mqtt_connect(
-                mqtt["host"], mqtt["port"], mqtt.get("keepalive", 60), mqtt.get("user", device_id),
-                mqtt.get("password", ""), status, protocol.status(False, boot, sess), self.root,
-                ("alarm/ack", "config", "cmd"))
-            if err:
-                if err == 11 or err == 20:  # no connection / client not acquired: start the service again
-                    self._need = 1
-                raise ATError("connect or subscribe: %d" % err)
-            self.up = None  # connected, but nothing else is published before the birth; a loss sets False
-            self._failed = 0
-            if await modem.mqtt_publish(status, protocol.status(True, boot, sess, FW)):
-                raise ATError("status")
+            if self.need >= 2:
+                self.modem.ready = False  # no fallback steps now: the modem cannot send or call
+                await (await use("network")).bring_up(self)
+                drop("network")
+                self.need = 1
+            sess = await (await use("connect")).connect(self)
+            if self.up is False:  # lost again meanwhile
+                raise ATError("lost")
         except MemoryError:
             self.up = False
             raise  # the supervisor counts these: repeated, they mean a reboot
         except Exception as e:  # whatever else went wrong, the loop retries: never raise into the app
             log("mqtt", "connect: %r" % e)
             self.up = False
-            return False
-        if self.up is False:  # lost again meanwhile
-            return False
+            failures = retry[0] = retry[0] + 1
+            if failures % 6 == 0:  # the modem itself may be wedged: bring it up again
+                self.need = max(self.need, 2)
+            elif failures % 3 == 0:  # start the MQTT service again
+                self.need = max(self.need, 1)
+            delay = min(config["backoff_ms"] << min(failures - 1, 8), 60000)
+            retry[1] = ticks_add(ticks_ms(), delay)
+            log("mqtt", "offline, retry in %d ms" % delay)
+            return
+        finally:
+            drop("network")
+            drop("connect")
+        retry[0] = 0
         self.up = True
+        self._failed = 0
         self.gen += 1
         log("mqtt", "connected sess %d" % sess)
-        if self.on_connect:
-            self.on_connect()
-        return True
+        self.on_connect()
 
     async def publish(self, sub, payload):
         """Publish payload (bytes) at QoS 1 on root + sub; True when the broker took it. Never raises."""

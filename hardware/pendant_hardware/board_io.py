@@ -1,5 +1,6 @@
 """The virtual board's pins on a TCP port: the bench plays button, power button, battery and charger, and
-records what the firmware drives (vibration motor, MCU power state). Protocol: docs/architecture.md."""
+records what the firmware drives (vibration motor, MCU power state, watchdog, modem PWRKEY and DTR, its
+own power switch). Protocol: docs/architecture.md, "Virtual board channel"."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 PATTERNS = ("sent", "received", "acknowledged", "failed")
+# What the pendant may send, and what its value must look like.
+LINE_KINDS = ("HELLO", "VIB", "MCU", "WDT", "FEED", "PWRKEY", "DTR", "OFF")
+MCU_STATES = ("active", "light_sleep")
 
 
 @dataclass(frozen=True)
 class BoardEvent:
-    """One line the pendant sent: `kind` is its first word (HELLO, VIB, MCU), `value` the rest."""
+    """One line the pendant sent: `kind` is its first word (LINE_KINDS), `value` the rest."""
 
     t: float  # time.time() when it arrived
     kind: str
@@ -38,7 +43,13 @@ class BoardIO:
         port: int = 0,
         battery_mv: int = 3950,
         charger: bool = False,
+        on_line: Callable[[BoardEvent], None] | None = None,
+        on_pin: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`on_line(event)` hears every valid line from the pendant (FEED included, though FEEDs are only
+        counted, not kept); `on_pin(name, value)` every pin the bench sets (BTN, PWR, VBAT, CHG)."""
+        self._on_line = on_line
+        self._on_pin = on_pin
         self._host = host
         self._port = port
         self.button = False
@@ -46,6 +57,8 @@ class BoardIO:
         self.battery_mv = battery_mv
         self.charger = charger
         self.events: list[BoardEvent] = []
+        self.feeds = 0
+        self.rejected: list[str] = []  # lines from the pendant that are not in the protocol (last 50)
         self._server: asyncio.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._changed = asyncio.Event()
@@ -97,24 +110,29 @@ class BoardIO:
     def set_button(self, pressed: bool) -> None:
         """Panic button down (True) or up."""
         self.button = pressed
-        self._send(f"BTN {int(pressed)}")
+        self._pin("BTN", int(pressed))
 
     def set_power_button(self, pressed: bool) -> None:
         """Power button down (True) or up."""
         self.power_button = pressed
-        self._send(f"PWR {int(pressed)}")
+        self._pin("PWR", int(pressed))
 
     def set_battery(self, millivolts: int) -> None:
         """Battery voltage in mV."""
         if not 0 <= millivolts <= 5000:
             raise ValueError(f"battery voltage must be 0..5000 mV, not {millivolts}")
         self.battery_mv = millivolts
-        self._send(f"VBAT {millivolts}")
+        self._pin("VBAT", millivolts)
 
     def set_charger(self, connected: bool) -> None:
         """Charger plugged in (True) or not."""
         self.charger = connected
-        self._send(f"CHG {int(connected)}")
+        self._pin("CHG", int(connected))
+
+    def _pin(self, name: str, value: int) -> None:
+        self._send(f"{name} {value}")
+        if self._on_pin is not None:
+            self._on_pin(name, value)
 
     async def press(self, ms: int, *, power_button: bool = False) -> None:
         """Hold the panic (or power) button for `ms` milliseconds, then release it."""
@@ -177,10 +195,36 @@ class BoardIO:
         if not line:
             return
         kind, _, value = line.partition(" ")
-        if kind not in ("HELLO", "VIB", "MCU"):
-            log.warning("board io %d: unknown line from the pendant: %r", self._port, line)
-        elif kind == "VIB" and value not in PATTERNS:
-            log.warning("board io %d: unknown vibration pattern %r", self._port, value)
-        self.events.append(BoardEvent(time.time(), kind, value))
+        problem = line_problem(kind, value)
+        if problem is not None:
+            log.warning("board io %d: %s: %r", self._port, problem, line)
+            self.rejected = [*self.rejected[-49:], line]
+            return
+        event = BoardEvent(time.time(), kind, value)
+        if kind == "FEED":
+            self.feeds += 1
+        else:
+            self.events.append(event)
+        if self._on_line is not None:
+            self._on_line(event)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+
+def line_problem(kind: str, value: str) -> str | None:
+    """Pure: why a line from the pendant breaks the protocol, or None when it is fine."""
+    if kind not in LINE_KINDS:
+        return "unknown line from the pendant"
+    if kind == "VIB" and value not in PATTERNS:
+        return "unknown vibration pattern"
+    if kind == "MCU" and value not in MCU_STATES:
+        return "unknown MCU state"
+    if kind in ("WDT", "PWRKEY") and not (value.isdigit() and 0 < int(value) <= 3_600_000):
+        return f"{kind} needs a duration in ms"
+    if kind == "DTR" and value not in ("0", "1"):
+        return "DTR is 0 or 1"
+    if kind in ("FEED", "OFF") and value:
+        return f"{kind} takes no value"
+    if kind == "HELLO" and not value:
+        return "HELLO needs the device id and firmware version"
+    return None

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,53 @@ from pendant_hardware.console_log import FirmwareEvent
 from pendant_hardware.flash import DEVICE_ID
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings
+from pendant_hardware.modem_sim.faults import FAULTS
 from pendant_hardware.sim_control import host_file, read_host_file, write_host_file
+from pendant_hardware.sim_text import fault_json
 from pendant_hardware.virtual_pendant import HEAP_SIZE, VirtualPendant
+
+DEFAULT_CAPACITY_MAH = 1000
 
 log = logging.getLogger(__name__)
 
 MAX_PRESS_MS = 60_000
+
+
+def numbered_configs(template: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """`count` copies of a device config whose ids count on from the template's (pd-0009 -> pd-0009,
+    pd-0010, ...; an id without a number gets -2, -3, ...). ValueError for an id that cannot count."""
+    device_id = str(template.get("device_id", ""))
+    match = re.fullmatch(r"(.*?)(\d+)", device_id)
+    if match:
+        stem, first, width = match.group(1), int(match.group(2)), len(match.group(2))
+        ids = [f"{stem}{number:0{width}d}" for number in range(first, first + count)]
+    else:
+        ids = [device_id] + [f"{device_id}-{number}" for number in range(2, count + 1)]
+    for each in ids:
+        if not DEVICE_ID.fullmatch(each):
+            raise ValueError(f"cannot number device ids from {device_id!r}: {each!r} is not a device id")
+    return [{**template, "device_id": each} for each in ids]
+
+
+def with_provisioned(configs: list[dict[str, Any]], devices_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """Each config replaced by the device's own `devices_dir/<id>/config.json` (what `pendant device
+    provision` writes: its own account on the project's broker) when there is one; and how many were.
+    A file that is not a config for that id is an error (ValueError naming it)."""
+    result, found = [], 0
+    for config in configs:
+        path = devices_dir / str(config["device_id"]) / "config.json"
+        if not path.is_file():
+            result.append(config)
+            continue
+        try:
+            own = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable device config ({exc})") from None
+        if not isinstance(own, dict) or own.get("device_id") != config["device_id"]:
+            raise ValueError(f"{path}: not the config of {config['device_id']}")
+        result.append(own)
+        found += 1
+    return result, found
 
 
 class SimHostError(RuntimeError):
@@ -73,7 +115,18 @@ class SimHost:
             "list": self._op_list,
             "press": self._op_press,
             "battery": self._op_battery,
+            "charger": self._op_charger,
             "state": self._op_state,
+            "reset": self._op_reset,
+            "power_cut": self._op_power_cut,
+            "fault": self._op_fault,
+            "clear_fault": self._op_clear_fault,
+            "faults": self._op_faults,
+            "calls": self._op_calls,
+            "sms": self._op_sms,
+            "ring": self._op_ring,
+            "sms_in": self._op_sms_in,
+            "power": self._op_power,
         }
 
     @property
@@ -166,6 +219,8 @@ class SimHost:
                 {
                     "device": pendant.device_id,
                     "pid": pendant.pid,
+                    "pty": pendant.pty,
+                    "mode": pendant.mode,
                     "boots": pendant.boots,
                     "mqtt_connected": pendant.mqtt_connected,
                     "modem_port": pendant.modem.port,
@@ -177,27 +232,96 @@ class SimHost:
         }
 
     async def _op_press(self, request: dict[str, Any]) -> dict[str, Any]:
-        pendant = self.pendant(_field(request, "device", str))
+        pendant = self._device(request)
         ms = _field(request, "ms", int)
+        button = request.get("button", "panic")
         if not 1 <= ms <= MAX_PRESS_MS:
             raise ValueError(f"ms must be 1..{MAX_PRESS_MS}, not {ms}")
-        await pendant.press(ms)
-        return {"device": pendant.device_id, "ms": ms, "board_connected": pendant.board.connected}
+        if button not in ("panic", "power"):
+            raise ValueError(f"button must be panic or power, not {button!r}")
+        await (pendant.press(ms) if button == "panic" else pendant.press_power(ms))
+        return {
+            "device": pendant.device_id,
+            "ms": ms,
+            "button": button,
+            "board_connected": pendant.board.connected,
+        }
 
     async def _op_battery(self, request: dict[str, Any]) -> dict[str, Any]:
-        pendant = self.pendant(_field(request, "device", str))
+        pendant = self._device(request)
         mv = _field(request, "mv", int)
         pendant.board.set_battery(mv)
         return {"device": pendant.device_id, "mv": mv}
 
+    async def _op_charger(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        connected = _field(request, "on", bool)
+        pendant.board.set_charger(connected)
+        return {"device": pendant.device_id, "on": connected}
+
     async def _op_state(self, request: dict[str, Any]) -> dict[str, Any]:
-        pendant = self.pendant(_field(request, "device", str))
+        pendant = self._device(request)
         return pendant.snapshot(lines=int(request.get("lines", 20)))
+
+    async def _op_reset(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        await pendant.reset()
+        return {"device": pendant.device_id}
+
+    async def _op_power_cut(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        await pendant.power_cut()
+        return {"device": pendant.device_id}
+
+    async def _op_fault(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        params = request.get("params", {})
+        if not isinstance(params, dict):
+            raise ValueError("'params' must be an object of name: value")
+        active = pendant.modem.inject(_field(request, "fault", str), **params)
+        return {"device": pendant.device_id, "faults": active}
+
+    async def _op_clear_fault(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        fault = request.get("fault")
+        if fault is not None and not isinstance(fault, str):
+            raise ValueError("'fault' must be a fault name, or absent to clear every fault")
+        return {"device": pendant.device_id, "faults": pendant.modem.clear(fault)}
+
+    async def _op_faults(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"faults": [fault_json(spec) for spec in FAULTS.values()]}
+
+    async def _op_calls(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        return {"device": pendant.device_id, "calls": pendant.modem.calls}
+
+    async def _op_sms(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        return {"device": pendant.device_id, "sms": pendant.modem.sms_sent}
+
+    async def _op_ring(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        return {"device": pendant.device_id, "call": pendant.modem.ring(_field(request, "number", str))}
+
+    async def _op_sms_in(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        index = pendant.modem.deliver_sms(_field(request, "number", str), _field(request, "text", str))
+        return {"device": pendant.device_id, "index": index}
+
+    async def _op_power(self, request: dict[str, Any]) -> dict[str, Any]:
+        pendant = self._device(request)
+        capacity = request.get("capacity_mah", DEFAULT_CAPACITY_MAH)
+        if not isinstance(capacity, int | float) or isinstance(capacity, bool) or capacity <= 0:
+            raise ValueError("'capacity_mah' must be a positive number")
+        return {"device": pendant.device_id, **pendant.power_report().to_json(float(capacity))}
+
+    def _device(self, request: dict[str, Any]) -> VirtualPendant:
+        return self.pendant(_field(request, "device", str))
 
 
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
     value = request.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ValueError(f"'{name}' must be a {kind.__name__}")
     return value
 
@@ -259,13 +383,96 @@ class BackgroundSimHost:
         """Hold the device's panic button for `ms`, then release it (returns after the release)."""
         self.call(self.pendant(device_id).press(ms), timeout=ms / 1000 + 30)
 
+    def press_power(self, device_id: str, ms: int = 1000) -> None:
+        """Hold the device's power button for `ms` (switches a pendant that is off on)."""
+        self.call(self.pendant(device_id).press_power(ms), timeout=ms / 1000 + 30)
+
     def set_battery(self, device_id: str, mv: int) -> None:
         """Set the device's battery voltage."""
         self.call(_run(self.pendant(device_id).board.set_battery, mv))
 
+    def set_charger(self, device_id: str, connected: bool) -> None:
+        """Plug the charger in (True) or out; plugging it in switches a pendant that is off on."""
+        self.call(_run(self.pendant(device_id).board.set_charger, connected))
+
     def power_cut(self, device_id: str) -> None:
         """Kill the device's firmware with SIGKILL and power-cycle its modem; it boots again."""
         self.call(self.pendant(device_id).power_cut())
+
+    def reset(self, device_id: str) -> None:
+        """Press the device's reset button: the firmware boots again, the modem keeps running."""
+        self.call(self.pendant(device_id).reset())
+
+    def pty(self, device_id: str) -> str:
+        """The device's serial port (`/dev/pts/N`) for pyserial or `mpremote connect`."""
+        return self.call(_run(lambda: self.pendant(device_id).pty))
+
+    def inject_fault(self, device_id: str, fault: str, **params: object) -> dict[str, Any]:
+        """Give the device's modem a fault (modem_sim/faults.py); returns the faults in force."""
+        return self.call(_run(lambda: self.pendant(device_id).modem.inject(fault, **params)))
+
+    def clear_fault(self, device_id: str, fault: str | None = None) -> dict[str, Any]:
+        """End one lasting fault of the device's modem, or all; returns the faults still in force."""
+        return self.call(_run(self.pendant(device_id).modem.clear, fault))
+
+    def calls(self, device_id: str) -> list[dict[str, Any]]:
+        """Every call the device's modem made or received (ongoing ones too), oldest first."""
+        return self.call(_run(lambda: self.pendant(device_id).modem.calls))
+
+    def sms(self, device_id: str) -> list[dict[str, Any]]:
+        """Every SMS the device sent or tried to, oldest first."""
+        return self.call(_run(lambda: self.pendant(device_id).modem.sms_sent))
+
+    def ring(self, device_id: str, number: str) -> dict[str, Any]:
+        """Call the device from `number` (RING until it answers or the caller gives up)."""
+        return self.call(_run(self.pendant(device_id).modem.ring, number))
+
+    def deliver_sms(self, device_id: str, number: str, text: str) -> int:
+        """Send the device an SMS (stored in the SIM, +CMTI); returns its index."""
+        return self.call(_run(self.pendant(device_id).modem.deliver_sms, number, text))
+
+    def power(self, device_id: str, capacity_mah: float = DEFAULT_CAPACITY_MAH) -> dict[str, Any]:
+        """Time per modem and MCU state so far and the battery projection for `capacity_mah`."""
+        return self.call(_run(lambda: self.pendant(device_id).power_report().to_json(capacity_mah)))
+
+    def wait_for_call(
+        self,
+        device_id: str,
+        number: str | None = None,
+        *,
+        after: int = 0,
+        ended: bool = False,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """The first call at index >= `after` (to or from `number`, if given; finished, if `ended`)."""
+        return self._wait_for_record(device_id, "calls", number, after, ended, timeout)
+
+    def wait_for_sms(
+        self, device_id: str, number: str | None = None, *, after: int = 0, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The first SMS at index >= `after` (to `number`, if given); TimeoutError if none comes."""
+        return self._wait_for_record(device_id, "sms_sent", number, after, False, timeout)
+
+    def _wait_for_record(
+        self, device_id: str, kind: str, number: str | None, after: int, ended: bool, timeout: float
+    ) -> dict[str, Any]:
+        pendant = self.pendant(device_id)
+
+        async def wait() -> dict[str, Any]:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for record in getattr(pendant.modem, kind)[after:]:
+                        if (number is None or record["number"] == number) and (
+                            not ended or record.get("ended")
+                        ):
+                            return record
+                    await asyncio.sleep(0.05)
+
+        return self.call(wait(), timeout + 5)
+
+    def wait_for_mode(self, device_id: str, mode: str, *, timeout: float = 30.0) -> None:
+        """Return once the device runs `mode` (firmware, repl, raw_repl, off); TimeoutError otherwise."""
+        self.call(self.pendant(device_id).wait_for_mode(mode, timeout=timeout), timeout + 5)
 
     def state(self, device_id: str) -> dict[str, Any]:
         """What the control port's `state` op answers."""

@@ -1,51 +1,39 @@
 """One pendant on the bench: its modem simulator, its board pins, its flash folder, and the real firmware
-running in the MicroPython unix port, started again like a rebooting board whenever it exits."""
+on the MicroPython unix port (mcu.py), with its console on a serial pty like a USB port.
+
+Files under `directory`: flash/ (what the device stores), console.log (everything on its serial console,
+appended across boots, with `[bench]` lines for boots, resets and power), modem.log (the AT traffic),
+calls.jsonl and sms.jsonl (what the modem captured: one JSON object per line).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
+import json
 import logging
-import os
 import shutil
-import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pendant_hardware.board_io import BoardEvent, BoardIO
 from pendant_hardware.console_log import FirmwareEvent, parse_event
 from pendant_hardware.flash import DEVICE_ID, deploy_firmware, write_device_config, write_sim_ports
+from pendant_hardware.mcu import OFF, Mcu
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
+from pendant_hardware.power import MCU_ACTIVE, MCU_OFF, Currents, PowerMeter, PowerReport
 
 log = logging.getLogger(__name__)
 
 HEAP_SIZE = "64K"  # the heap budget the firmware must live within on the device
 TAIL_LINES = 1000
+CAPTURES = {"call": "calls.jsonl", "sms": "sms.jsonl"}
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """On Linux, a function for the child to call between fork and exec so that the kernel kills the
-    firmware if the bench dies without stopping it (SIGKILL, crash): no orphaned boards."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return arm
-
-
-_ARM_PARENT_DEATH = _parent_death_signal()
+class FirmwareCrashed(RuntimeError):
+    """The firmware ended in an uncaught exception (the message has the console's last lines)."""
 
 
 def find_micropython() -> str:
@@ -59,10 +47,24 @@ def find_micropython() -> str:
     return found
 
 
+def read_captures(directory: Path, kind: str) -> list[dict[str, Any]]:
+    """The captured calls ("call") or SMS ("sms") of a pendant's folder, also when no bench runs."""
+    path = Path(directory) / CAPTURES[kind]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash of the bench
+    return records
+
+
 class VirtualPendant:
-    """A pendant whose files live in `directory`: flash/ (what the device stores), console.log (what it
-    prints, appended across boots, with `[bench]` lines marking boots and power cuts) and modem.log
-    (the AT traffic)."""
+    """A pendant whose files live in `directory` (see the module docstring)."""
 
     def __init__(
         self,
@@ -89,21 +91,20 @@ class VirtualPendant:
         self._micropython = micropython
         self.heap_size = heap_size
         self._deploy = deploy
-        self.board = BoardIO()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.power_meter = PowerMeter(start=time.monotonic())
+        self.board = BoardIO(on_line=self._board_line, on_pin=self._board_pin)
         self.modem = ModemSim(
             modem_settings or ModemSettings.for_device(device_id),
             battery_mv=lambda: self.board.battery_mv,
             trace_path=self.directory / "modem.log",
+            meter=self.power_meter,
+            on_capture=self._captured,
         )
+        self.mcu: Mcu | None = None
         self.events: list[FirmwareEvent] = []
-        self.boots = 0
         self.line_count = 0
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._process: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._log_file: Any = None
 
@@ -120,26 +121,22 @@ class VirtualPendant:
         await self.modem.start()
         await self.board.start()
         write_sim_ports(self.flash_dir, self.modem.port, self.board.port)
-        self._stopping = False
         self._log_file = self.console_log.open("a", encoding="utf-8", buffering=1)
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"pendant-{self.device_id}")
+        self.mcu = Mcu(
+            self.flash_dir,
+            self.directory,
+            micropython=micropython,
+            heap_size=self.heap_size,
+            restart_delay_s=self.restart_delay_s,
+            on_line=self._console,
+            on_state=self._mcu_state,
+        )
+        await self.mcu.start()
 
     async def stop(self) -> None:
         """Stop the firmware for good (no restart), then the modem simulator and the board channel."""
-        self._stopping = True
-        self._wake.set()
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 3)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._supervisor is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        if self.mcu is not None:
+            await self.mcu.stop()
         await self.modem.stop()
         await self.board.stop()
         if self._log_file is not None:
@@ -147,53 +144,70 @@ class VirtualPendant:
             self._log_file = None
 
     async def power_cut(self) -> None:
-        """Pull the battery: SIGKILL the firmware and power-cycle the modem; the board then boots again."""
+        """Pull the battery: SIGKILL the firmware and cut the modem's power; the board boots again."""
         self._console("[bench] power cut")
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.kill()
-        await self.modem.power_cycle()
+        self.modem.power_off()
+        if self.mcu is not None:
+            self.mcu.power_cut()
+        self._modem_power_up()
 
-    async def _supervise(self) -> None:
-        env = dict(os.environ, MICROPYPATH=".frozen")  # the flash folder and frozen modules, nothing else
-        while not self._stopping:
-            try:
-                self._process = await asyncio.create_subprocess_exec(
-                    str(self._micropython),
-                    "-X",
-                    f"heapsize={self.heap_size}",
-                    "main.py",
-                    cwd=self.flash_dir,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C in the terminal reaches the bench, not the board
-                    preexec_fn=_ARM_PARENT_DEATH,
-                )
-            except OSError as exc:
-                self._console(f"[bench] cannot start {self._micropython}: {exc}")
-            else:
-                self.boots += 1
-                self._console(f"[bench] boot {self.boots}, pid {self._process.pid}")
-                assert self._process.stdout is not None
-                await self._pump(self._process.stdout)
-                code = await self._process.wait()
-                self._console(f"[bench] firmware exited with code {code}")
-            if self._stopping:
-                break
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.restart_delay_s)
+    async def reset(self) -> None:
+        """Press the EN/RST button: the ESP32 restarts (the firmware boots); the modem keeps running."""
+        self._require_mcu().hard_reset("reset button")
 
-    async def _pump(self, stream: asyncio.StreamReader) -> None:
-        pending = b""
-        while chunk := await stream.read(4096):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                self._console(raw.decode("utf-8", "replace").rstrip("\r"))
-        if pending:
-            self._console(pending.decode("utf-8", "replace").rstrip("\r"))
+    def _modem_power_up(self) -> None:
+        # The board got power: the modem starts by itself when the settings say so (the firmware's PWRKEY
+        # pulse that a real board needs is taken as given), else it waits for PWRKEY.
+        if self.modem.settings.starts_powered:
+            self.modem.power_on()
+
+    def _require_mcu(self) -> Mcu:
+        if self.mcu is None:
+            raise RuntimeError(f"{self.device_id} is not started")
+        return self.mcu
+
+    # -- the board channel ---------------------------------------------------------------------------
+
+    def _board_line(self, event: BoardEvent) -> None:
+        mcu = self.mcu
+        if event.kind == "MCU":
+            self.power_meter.set_mcu(event.value, time.monotonic())
+        elif event.kind == "WDT" and mcu is not None:
+            mcu.arm_watchdog(int(event.value))
+        elif event.kind == "FEED" and mcu is not None:
+            mcu.feed_watchdog()
+        elif event.kind == "PWRKEY":
+            did = self.modem.pwrkey(int(event.value))
+            self._console(f"[bench] PWRKEY {event.value} ms: modem {did}")
+        elif event.kind == "DTR":
+            self.modem.set_dtr(event.value == "1")
+        elif event.kind == "OFF" and mcu is not None:
+            self._console("[bench] the pendant switched itself off")
+            self.modem.power_off()
+            mcu.power_off()
+
+    def _board_pin(self, name: str, value: int) -> None:
+        mcu = self.mcu
+        if mcu is not None and not mcu.powered and value and name in ("PWR", "CHG"):
+            self._console(f"[bench] {'power button' if name == 'PWR' else 'charger'}: switched on")
+            mcu.power_on()
+            self._modem_power_up()
+
+    def _mcu_state(self, kind: str) -> None:
+        # A new interpreter runs at full speed until the firmware says otherwise; off is off.
+        self.power_meter.set_mcu(MCU_OFF if kind == OFF else MCU_ACTIVE, time.monotonic())
+
+    def _captured(self, kind: str, record: dict[str, Any]) -> None:
+        with (self.directory / CAPTURES[kind]).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        what = (
+            f"call {record['direction']} {record['number']}: {record['outcome']}"
+            if kind == "call"
+            else (f"SMS to {record['number']}: {record['status']}")
+        )
+        self._console(f"[bench] {what}")
+
+    # -- console -------------------------------------------------------------------------------------
 
     def _console(self, line: str) -> None:
         now = time.time()
@@ -213,11 +227,29 @@ class VirtualPendant:
         """Hold the panic button for `ms` milliseconds, then release it."""
         await self.board.press(ms)
 
+    async def press_power(self, ms: int = 1000) -> None:
+        """Hold the power button for `ms` milliseconds (switches a pendant that is off on)."""
+        await self.board.press(ms, power_button=True)
+
     @property
     def pid(self) -> int | None:
-        """Process id of the running firmware, None between boots."""
-        process = self._process
-        return process.pid if process is not None and process.returncode is None else None
+        """Process id of the running interpreter, None between boots."""
+        return self.mcu.pid if self.mcu is not None else None
+
+    @property
+    def pty(self) -> str | None:
+        """The pendant's serial port (`/dev/pts/N`): open it with pyserial or `mpremote connect`."""
+        return self.mcu.pty if self.mcu is not None else None
+
+    @property
+    def boots(self) -> int:
+        """How many times the firmware (main.py) started: power-ups, resets and soft reboots."""
+        return self.mcu.boots if self.mcu is not None else 0
+
+    @property
+    def mode(self) -> str:
+        """What runs: firmware, repl, raw_repl, off or stopped."""
+        return self.mcu.mode if self.mcu is not None else "stopped"
 
     @property
     def mqtt_connected(self) -> bool:
@@ -229,6 +261,10 @@ class VirtualPendant:
         """Every vibration pattern the firmware played, with its time."""
         return self.board.vibrations
 
+    def power_report(self, currents: Currents | None = None) -> PowerReport:
+        """Time in each modem and MCU state since the bench started, and what it costs."""
+        return self.power_meter.report(time.monotonic(), currents)
+
     def console_tail(self, count: int = 20) -> list[str]:
         """The last `count` console lines (bench markers included)."""
         return list(self._tail)[-count:] if count > 0 else []
@@ -237,12 +273,14 @@ class VirtualPendant:
         self, kind: str, alarm_id: str | None = None, *, after: int = 0, timeout: float = 30.0
     ) -> FirmwareEvent:
         """The first firmware event of `kind` (alarm_raised, alarm_published, alarm_acked, mem) at index
-        >= `after` in `events`, optionally for one alarm id; TimeoutError if none comes in time."""
+        >= `after` in `events`, optionally for one alarm id; TimeoutError if none comes in time,
+        FirmwareCrashed at once if the firmware died of an uncaught exception."""
         async with asyncio.timeout(timeout):
             while True:
                 for event in self.events[after:]:
                     if event.kind == kind and (alarm_id is None or event.alarm_id == alarm_id):
                         return event
+                self.check_crash()
                 await self._changed.wait()
 
     async def wait_for_line(self, text: str, *, after: int = 0, timeout: float = 30.0) -> str:
@@ -257,26 +295,59 @@ class VirtualPendant:
                 await self._changed.wait()
 
     async def wait_for_mqtt(self, *, timeout: float = 30.0) -> None:
-        """Return once the modem holds an MQTT connection to the broker; TimeoutError if it does not."""
+        """Return once the modem holds an MQTT connection to the broker; TimeoutError if it does not,
+        FirmwareCrashed at once if the firmware died of an uncaught exception on the way."""
         async with asyncio.timeout(timeout):
             while not self.mqtt_connected:
+                self.check_crash()
                 await asyncio.sleep(0.05)
+
+    def check_crash(self) -> None:
+        """Raise FirmwareCrashed (with the console's last lines) when the firmware died of an uncaught
+        exception and the pendant sits at the REPL, as a board without a watchdog would."""
+        if self.mcu is not None and self.mcu.crashed:
+            tail = "\n".join(self.console_tail(15))
+            raise FirmwareCrashed(
+                f"{self.device_id}: the firmware crashed into the REPL; its console:\n{tail}"
+            )
 
     async def wait_for_vibration(self, pattern: str, *, after: int = 0, timeout: float = 30.0) -> BoardEvent:
         """The first `VIB <pattern>` at index >= `after` in the board's events; TimeoutError if none."""
         return await self.board.wait_for("VIB", pattern, after=after, timeout=timeout)
 
+    async def wait_for_mode(self, mode: str, *, timeout: float = 30.0) -> None:
+        """Return once `mode` (firmware, repl, raw_repl, off) is what runs; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while self.mode != mode:
+                await asyncio.sleep(0.02)
+
     def snapshot(self, lines: int = 20) -> dict[str, Any]:
         """What the control port's `state` op answers for this pendant."""
+        mcu = self.mcu
         return {
             "device": self.device_id,
             "pid": self.pid,
+            "pty": self.pty,
+            "mode": self.mode,
             "boots": self.boots,
+            "soft_reboots": mcu.soft_reboots if mcu else 0,
+            "watchdog_resets": mcu.watchdog_resets if mcu else 0,
+            "hard_resets": mcu.hard_resets if mcu else 0,
+            "crashes": mcu.crashes if mcu else 0,
+            "watchdog_ms": mcu.watchdog_ms if mcu else None,
             "mqtt_connected": self.mqtt_connected,
             "board_connected": self.board.connected,
             "battery_mv": self.board.battery_mv,
             "charger": self.board.charger,
             "mcu": self.board.mcu_state,
+            "modem": {
+                "power": self.modem.power_state,
+                "registration": self.modem.registration,
+                "asleep": self.modem.asleep,
+                "faults": self.modem.faults.summary(),
+            },
+            "calls": len(self.modem.voice.calls),
+            "sms": len(self.modem.sms.sent),
             "vibrations": [{"t": event.t, "pattern": event.value} for event in self.vibrations],
             "events": [event.to_json() for event in self.events[-50:]],
             "console_log": str(self.console_log),

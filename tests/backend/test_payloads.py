@@ -26,6 +26,16 @@ VALID = {
     "cmd.json": payloads.parse_command,
     "cmd-res.json": payloads.parse_command_result,
     "config.json": payloads.parse_config,
+    # events/: the later messages of protocol.md (location updates, fallback reports, command answers).
+    "events/cmd-res-locate.json": payloads.parse_command_result,
+    "events/cmd-res-selftest.json": payloads.parse_command_result,
+    "events/cmd-res-test-alarm.json": payloads.parse_command_result,
+    "events/cmd-vibrate.json": payloads.parse_command,
+    "events/config-full.json": payloads.parse_config,
+    "events/evt-fallback.json": payloads.parse_event,
+    "events/evt-location.json": payloads.parse_event,
+    "events/evt-low-battery.json": payloads.parse_event,
+    "events/evt-power-off.json": payloads.parse_event,
 }
 # device-config.json is the pendant's flash file, not an MQTT message: see test_accounts.
 NOT_MESSAGES = {"device-config.json"}
@@ -45,7 +55,9 @@ def example(name: str) -> bytes:
 
 
 def test_every_example_is_covered() -> None:
-    assert {p.name for p in EXAMPLES.glob("*.json")} == set(VALID) | NOT_MESSAGES
+    found = {p.name for p in EXAMPLES.glob("*.json")}
+    found |= {f"events/{p.name}" for p in EXAMPLES.glob("events/*.json")}
+    assert found == set(VALID) | NOT_MESSAGES
     assert {p.name for p in (EXAMPLES / "invalid").glob("*.json")} == set(INVALID)
 
 
@@ -57,6 +69,13 @@ def test_valid_example_decodes(name: str) -> None:
     if isinstance(record, payloads.Event):
         assert (record.evt, record.tst) == (source["evt"], source["tst"])
         assert dict(record.fields) == {k: v for k, v in source.items() if k not in ("evt", "tst")}
+    elif isinstance(record, payloads.CommandResult):
+        assert (record.id, record.ok) == (source["id"], source["ok"])
+        assert dict(record.fields) == {k: v for k, v in source.items() if k not in ("id", "ok", "err")}
+    elif isinstance(record, payloads.Command):
+        assert (record.id, record.cmd) == (source["id"], source["cmd"])
+        assert dict(record.args) == {k: v for k, v in source.items() if k not in ("id", "cmd")}
+        assert payloads.encode_command(record) == example(name).rstrip(b"\n")
     else:
         assert set(source) <= {f.name for f in dataclasses.fields(record)}
 

@@ -1,40 +1,78 @@
-"""Fixtures for the bench tests: a throwaway Mosquitto, the bench's event loop, a modem simulator with a
-blocking AT client. (The Mosquitto fixture stands in until backend's hardened broker module can be used.)"""
+"""Fixtures for the bench tests: the project's broker with device accounts for AT-level tests, the bench's
+event loop, a modem simulator with a blocking AT client. Whole virtual pendants use tests/conftest.py's
+`broker`; the TLS tests (test_modem_tls.py) run their own Mosquitto, as the project's has no TLS listener."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pendant_backend.accounts import provision_device
+from pendant_backend.broker import Broker
+from pendant_backend.settings import Settings
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
 
-from hw_helpers import MOSQUITTO, AtClient, Mosquitto, on_loop
+from hw_helpers import MOSQUITTO, AtClient, BenchBroker, Mosquitto, on_loop
+from support import BrokerFixture, free_port
+
+AT_DEVICES = ("pd-0001", "pd-0042")  # the device ids the AT-level tests connect as
 
 
-def _mosquitto(directory: Path) -> Iterator[Mosquitto]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed")
-    broker = Mosquitto(directory)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+def bench_broker_for(broker: BrokerFixture) -> BenchBroker:
+    """Provision AT_DEVICES on a running project broker; what the AT-level tests need of it."""
+    passwords = {
+        device_id: provision_device(broker.settings, device_id)["mqtt"]["password"]
+        for device_id in AT_DEVICES
+    }
+    secrets = broker.secrets
+    return BenchBroker(
+        port=broker.settings.mqtt_port,
+        passwords=passwords,
+        backend_login=(secrets.backend_username, secrets.backend_password),
+    )
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """One broker shared by the tests that do not stop it."""
-    yield from _mosquitto(tmp_path_factory.mktemp("mosquitto"))
+def bench_broker() -> Iterator[BenchBroker]:
+    """The project's broker (generated config, per-device accounts, no anonymous access), started once
+    for the AT-level tests that do not stop it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="pendant-hw-broker-"))
+    os.chmod(data_dir, 0o711)  # the broker's user must be able to enter it
+    settings = Settings.for_data_dir(data_dir, mqtt_port=free_port())
+    instance = Broker(settings)
+    try:
+        secrets = instance.start()
+        yield bench_broker_for(BrokerFixture(settings, secrets, instance))
+    finally:
+        instance.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker for one test, which may stop and start it."""
-    yield from _mosquitto(tmp_path)
+def anonymous_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A throwaway Mosquitto that lets anyone do anything, for the one behaviour the project's broker does
+    not allow a device: UNSUBSCRIBE (its device roles grant no unsubscribe ACL, and MQTT 3.1.1's UNSUBACK
+    cannot say so, so the unsubscribe is silently ignored)."""
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed")
+    instance = Mosquitto(tmp_path)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def own_bench_broker(broker: BrokerFixture) -> tuple[BenchBroker, BrokerFixture]:
+    """The project's broker for one test, which may kill and start it (`fixture.broker.kill()`)."""
+    return bench_broker_for(broker), broker
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +85,9 @@ def bench_loop() -> Iterator[LoopThread]:
 @pytest.fixture
 def modem_settings() -> ModemSettings:
     """Fast settings, no boot URCs (tests that want them make their own modem)."""
-    return ModemSettings(boot_urcs=False, gnss_ready_delay_s=0.05, mqtt_start_delay_s=0.0, data_timeout_s=5)
+    return ModemSettings(
+        boot_urcs=False, gnss_ready_delay_s=0.05, mqtt_start_delay_s=0.0, data_timeout_s=5, boot_delay_s=0.0
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for the bench tests: a blocking AT client, a paho subscriber, running code on the bench loop."""
+"""Helpers for the bench tests: a blocking AT client, the project's broker as the AT-level tests see it, a
+paho subscriber, running code on the bench loop."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pendant_backend.payloads import DEVICE_TOPICS, topic_for
 from pendant_hardware.loop_thread import LoopThread
 
 from support import free_port
 
-FINAL = re.compile(rb"\r\n(OK|ERROR|\+CME ERROR: [^\r]*)\r\n")
+FINAL = re.compile(rb"\r\n(OK|ERROR|NO CARRIER|\+CM[ES] ERROR: [^\r]*)\r\n")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -53,6 +56,28 @@ class Mosquitto:
             self._process = None
 
 
+@dataclass(frozen=True)
+class BenchBroker:
+    """The project's broker (pendant_backend.broker: generated config, dynamic security, no anonymous
+    access) with an account for each device id the AT-level tests use, and the backend's account for the
+    tests' own MQTT client."""
+
+    port: int
+    passwords: dict[str, str]
+    backend_login: tuple[str, str]
+
+    def connect_line(self, device_id: str = "pd-0001", clean: int = 1, *, password: str | None = None) -> str:
+        """AT+CMQTTCONNECT for client 0 with the device's credentials (or another `password`)."""
+        secret = self.passwords[device_id] if password is None else password
+        return f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{self.port}",60,{clean},"{device_id}","{secret}"'
+
+    def backend(self) -> Subscriber:
+        """A client with the backend's account, subscribed to every device's data topics."""
+        return Subscriber(
+            self.port, *(topic_for("+", leaf) for leaf in DEVICE_TOPICS), login=self.backend_login
+        )
+
+
 def on_loop(loop: LoopThread, function: Callable[..., Any], *args: Any) -> Any:
     """Call a plain function on the bench loop's thread (the bench objects are not thread-safe)."""
 
@@ -60,6 +85,15 @@ def on_loop(loop: LoopThread, function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
 
     return loop.run(call())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll `condition` every 20 ms until it holds; AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come true within {timeout} s")
+        time.sleep(0.02)
 
 
 class AtClient:
@@ -131,19 +165,28 @@ class AtClient:
 
 
 class Subscriber:
-    """A paho client on the broker that records every message it receives."""
+    """A paho client on the broker that records every message it receives; anonymous unless given an
+    account (`login`: username, password; the client id is the username, as the broker binds it)."""
 
-    def __init__(self, port: int, *topics: str) -> None:
+    def __init__(self, port: int, *topics: str, login: tuple[str, str] | None = None) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{free_port()}")
-        subscribed: queue.Queue[bool] = queue.Queue()
+        client_id = login[0] if login else f"test-{free_port()}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if login:
+            self.client.username_pw_set(*login)
+        connected: queue.Queue[Any] = queue.Queue()
+        subscribed: queue.Queue[list[Any]] = queue.Queue()
+        self.client.on_connect = lambda client, userdata, flags, reason, props: connected.put(reason)
         self.client.on_message = lambda client, userdata, message: self.messages.put(message)
-        self.client.on_subscribe = lambda *args: subscribed.put(True)
+        self.client.on_subscribe = lambda client, userdata, mid, reasons, props: subscribed.put(reasons)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        reason = connected.get(timeout=10)
+        assert not reason.is_failure, f"the broker refused the test subscriber: {reason}"
         if topics:
             self.client.subscribe([(topic, 1) for topic in topics])
-            subscribed.get(timeout=10)
+            refused = [reason for reason in subscribed.get(timeout=10) if reason.is_failure]
+            assert not refused, f"the broker refused a subscription of {topics}: {refused}"
 
     def next(self, timeout: float = 10.0) -> mqtt.MQTTMessage:
         return self.messages.get(timeout=timeout)

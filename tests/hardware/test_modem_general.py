@@ -12,7 +12,7 @@ from pendant_hardware.modem_sim import ModemSettings, ModemSim
 from pendant_hardware.modem_sim.general import format_cclk
 from pendant_hardware.modem_sim.settings import DENIED, ROAMING, luhn_valid
 
-from hw_helpers import AtClient, on_loop
+from hw_helpers import AtClient, on_loop, wait_until
 
 
 def test_echo_is_on_until_ate0(at: AtClient) -> None:
@@ -98,6 +98,9 @@ def test_signal_and_registration(at: AtClient, modem: ModemSim, bench_loop: Loop
     assert at.read_line() == "+CREG: 3"
     assert at.read_line() == "+CEREG: 3"
     assert at.lines("AT+CGREG?") == ["+CGREG: 0,3", "OK"]
+    assert at.command("AT+CGREG=2") == b"\r\nOK\r\n"
+    assert at.lines("AT+CGREG?") == ["+CGREG: 2,3", "OK"]  # no cell fields while not registered
+    assert at.command("AT+CGREG=3") == b"\r\nERROR\r\n"
 
 
 def test_serving_cell(at: AtClient, modem: ModemSim, bench_loop: LoopThread) -> None:
@@ -182,6 +185,13 @@ def test_a_new_connection_replaces_the_old(modem: ModemSim) -> None:
 
 def test_reset_restores_power_on_state(at: AtClient, bench_loop: LoopThread, modem: ModemSim) -> None:
     at.command("ATE0")
+    modem.settings.boot_delay_s = 0.3
     assert at.command("AT+CRESET") == b"\r\nOK\r\n"
-    # After the restart echo is back on (and boot URCs are off in this fixture's settings).
+    # While it restarts the modem hears nothing; then echo is back on (no boot URCs in this fixture).
+    at.send("AT\r")
+    with pytest.raises(TimeoutError):
+        at.sock.settimeout(0.2)
+        at.read_final()
+    at.sock.settimeout(10)
+    wait_until(lambda: on_loop(bench_loop, lambda: modem.power_state) == "on")
     assert at.command("AT") == b"AT\r\r\nOK\r\n"

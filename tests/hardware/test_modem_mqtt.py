@@ -1,4 +1,5 @@
-"""AT+CMQTT* against a real Mosquitto: prompts, byte lengths, publish, receive, will, connection loss."""
+"""AT+CMQTT* against the project's broker (a provisioned device account): prompts, byte lengths, publish,
+receive, will, refused credentials, connection loss."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSim
 from pendant_hardware.modem_sim.settings import DENIED
 
-from hw_helpers import AtClient, Mosquitto, Subscriber, free_port, on_loop
+from hw_helpers import AtClient, BenchBroker, Mosquitto, Subscriber, on_loop
+from support import BrokerFixture, free_port
 
 pytestmark = pytest.mark.broker
 
@@ -22,8 +24,9 @@ ACK_TOPIC = "pendant/v1/pd-0001/alarm/ack"
 
 
 @pytest.fixture
-def subscriber(broker: Mosquitto) -> Iterator[Subscriber]:
-    client = Subscriber(broker.port, "pendant/v1/#")
+def subscriber(bench_broker: BenchBroker) -> Iterator[Subscriber]:
+    """The backend's account on the broker: it hears every device's data and publishes acks."""
+    client = bench_broker.backend()
     yield client
     client.close()
 
@@ -36,12 +39,20 @@ def send_data(at: AtClient, command: str, data: bytes) -> None:
     assert at.read_final() == b"\r\nOK\r\n"
 
 
-def start_and_connect(at: AtClient, port: int, client_id: str = "pd-0001", clean: int = 1) -> None:
+def start_and_connect(
+    at: AtClient, broker: BenchBroker | int, client_id: str = "pd-0001", clean: int = 1
+) -> None:
+    """Start the service, acquire client 0 and connect it: to the project's broker with the device's
+    account, or (a port number) to a test's own server without credentials."""
     at.command("ATE0")
     assert at.command("AT+CMQTTSTART") == b"\r\nOK\r\n"
     assert at.read_line() == "+CMQTTSTART: 0"
     assert at.command(f'AT+CMQTTACCQ=0,"{client_id}"') == b"\r\nOK\r\n"
-    assert at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{port}",60,{clean}') == b"\r\nOK\r\n"
+    if isinstance(broker, BenchBroker):
+        connect = broker.connect_line(client_id, clean)
+    else:
+        connect = f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker}",60,{clean}'
+    assert at.command(connect) == b"\r\nOK\r\n"
     assert at.read_line() == "+CMQTTCONNECT: 0,0"
 
 
@@ -101,9 +112,9 @@ def test_length_limits_and_client_state(at: AtClient) -> None:
 
 
 def test_publish_reaches_the_broker_with_exact_bytes(
-    at: AtClient, broker: Mosquitto, subscriber: Subscriber
+    at: AtClient, bench_broker: BenchBroker, subscriber: Subscriber
 ) -> None:
-    start_and_connect(at, broker.port)
+    start_and_connect(at, bench_broker)
     payload = '{"alarm_id":"12-3","note":"Grüße ✓"}'.encode()
     assert len(payload) != len(payload.decode())  # byte length, not character length
     send_data(at, f"AT+CMQTTTOPIC=0,{len(TOPIC)}", TOPIC.encode())
@@ -117,9 +128,9 @@ def test_publish_reaches_the_broker_with_exact_bytes(
 
 
 def test_received_message_is_the_rx_urc_sequence(
-    at: AtClient, broker: Mosquitto, subscriber: Subscriber
+    at: AtClient, bench_broker: BenchBroker, subscriber: Subscriber
 ) -> None:
-    start_and_connect(at, broker.port)
+    start_and_connect(at, bench_broker)
     subscribe(at, ACK_TOPIC)
     payload = '{"alarm_id":"12-3","state":"received","by":"Zoë"}'.encode()
     subscriber.publish(ACK_TOPIC, payload)
@@ -135,24 +146,29 @@ def test_received_message_is_the_rx_urc_sequence(
     assert at.read_until(b"+CMQTTRXEND: 0\r\n") == expected
 
 
-def test_one_shot_subscribe_and_unsubscribe(at: AtClient, broker: Mosquitto, subscriber: Subscriber) -> None:
-    start_and_connect(at, broker.port)
-    other = "pendant/v1/pd-0001/config"
-    for topic in (ACK_TOPIC, other):
-        send_data(at, f"AT+CMQTTSUB=0,{len(topic)},1", topic.encode())
-        assert at.read_line() == "+CMQTTSUB: 0,0"
-    send_data(at, f"AT+CMQTTUNSUB=0,{len(ACK_TOPIC)},0", ACK_TOPIC.encode())
-    assert at.read_line() == "+CMQTTUNSUB: 0,0"
-    subscriber.publish(ACK_TOPIC, b"not for you")
-    subscriber.publish(other, b"for you")
-    # Messages are delivered in order, so the first RX after the unsubscribe is the second message.
-    assert at.expect_line("+CMQTTRXSTART:") == f"+CMQTTRXSTART: 0,{len(other)},7"
-    assert at.expect_line("+CMQTTRXTOPIC:") == f"+CMQTTRXTOPIC: 0,{len(other)}"
-    assert at.read_line() == other
+def test_one_shot_subscribe_and_unsubscribe(at: AtClient, anonymous_broker: Mosquitto) -> None:
+    # On an anonymous broker: the project's refuses a device's UNSUBSCRIBE (see the fixture).
+    subscriber = Subscriber(anonymous_broker.port)
+    try:
+        start_and_connect(at, anonymous_broker.port)
+        other = "pendant/v1/pd-0001/config"
+        for topic in (ACK_TOPIC, other):
+            send_data(at, f"AT+CMQTTSUB=0,{len(topic)},1", topic.encode())
+            assert at.read_line() == "+CMQTTSUB: 0,0"
+        send_data(at, f"AT+CMQTTUNSUB=0,{len(ACK_TOPIC)},0", ACK_TOPIC.encode())
+        assert at.read_line() == "+CMQTTUNSUB: 0,0"
+        subscriber.publish(ACK_TOPIC, b"not for you")
+        subscriber.publish(other, b"for you")
+        # Messages are delivered in order, so the first RX after the unsubscribe is the second message.
+        assert at.expect_line("+CMQTTRXSTART:") == f"+CMQTTRXSTART: 0,{len(other)},7"
+        assert at.expect_line("+CMQTTRXTOPIC:") == f"+CMQTTRXTOPIC: 0,{len(other)}"
+        assert at.read_line() == other
+    finally:
+        subscriber.close()
 
 
-def test_unsubscribe_list_form(at: AtClient, broker: Mosquitto) -> None:
-    start_and_connect(at, broker.port)
+def test_unsubscribe_list_form(at: AtClient, bench_broker: BenchBroker) -> None:
+    start_and_connect(at, bench_broker)
     subscribe(at, ACK_TOPIC)
     send_data(at, f"AT+CMQTTUNSUBTOPIC=0,{len(ACK_TOPIC)}", ACK_TOPIC.encode())
     assert at.command("AT+CMQTTUNSUB=0,0") == b"\r\nOK\r\n"
@@ -160,10 +176,10 @@ def test_unsubscribe_list_form(at: AtClient, broker: Mosquitto) -> None:
 
 
 def test_chunked_rx_quirk_adds_up(
-    at: AtClient, modem: ModemSim, broker: Mosquitto, subscriber: Subscriber
+    at: AtClient, modem: ModemSim, bench_broker: BenchBroker, subscriber: Subscriber
 ) -> None:
     modem.settings.rx_chunk_bytes = 8
-    start_and_connect(at, broker.port)
+    start_and_connect(at, bench_broker)
     subscribe(at, ACK_TOPIC)
     payload = b"x" * 20
     subscriber.publish(ACK_TOPIC, payload)
@@ -181,7 +197,7 @@ def test_chunked_rx_quirk_adds_up(
 
 
 def test_will_is_sent_when_the_connection_is_lost(
-    at: AtClient, modem: ModemSim, bench_loop: LoopThread, broker: Mosquitto, subscriber: Subscriber
+    at: AtClient, modem: ModemSim, bench_loop: LoopThread, bench_broker: BenchBroker, subscriber: Subscriber
 ) -> None:
     at.command("ATE0")
     at.command("AT+CMQTTSTART")
@@ -191,7 +207,7 @@ def test_will_is_sent_when_the_connection_is_lost(
     will = b'{"online":false,"boot":12,"sess":40}'
     send_data(at, f"AT+CMQTTWILLTOPIC=0,{len(will_topic)}", will_topic)
     send_data(at, f"AT+CMQTTWILLMSG=0,{len(will)},1", will)
-    at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker.port}",60,0,"pd-0001","secret"')
+    at.command(bench_broker.connect_line("pd-0001", clean=0))
     assert at.read_line() == "+CMQTTCONNECT: 0,0"
     assert modem.mqtt_connected()
     on_loop(bench_loop, modem.force_connlost, 2)
@@ -201,29 +217,58 @@ def test_will_is_sent_when_the_connection_is_lost(
     assert not modem.mqtt_connected()
 
 
-def test_clean_disconnect_sends_no_will(at: AtClient, broker: Mosquitto, subscriber: Subscriber) -> None:
+def test_clean_disconnect_sends_no_will(
+    at: AtClient, bench_broker: BenchBroker, subscriber: Subscriber
+) -> None:
     at.command("ATE0")
     at.command("AT+CMQTTSTART")
     at.read_line()
     at.command('AT+CMQTTACCQ=0,"pd-0001"')
     send_data(at, "AT+CMQTTWILLTOPIC=0,25", b"pendant/v1/pd-0001/status")
     send_data(at, "AT+CMQTTWILLMSG=0,4,1", b"gone")
-    at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker.port}",60,1')
+    at.command(bench_broker.connect_line())
     assert at.read_line() == "+CMQTTCONNECT: 0,0"
     assert at.command("AT+CMQTTDISC=0,60") == b"\r\nOK\r\n"
     assert at.read_line() == "+CMQTTDISC: 0,0"
     assert at.command("AT+CMQTTREL=0") == b"\r\nOK\r\n"
-    # Publish a marker from another client: it must be the next thing the subscriber sees (no will).
-    subscriber.publish("pendant/v1/pd-0001/evt", b"marker")
-    assert subscriber.next().payload == b"marker"
+    # Connect again and publish a marker: it must be the next thing the backend sees (no will before it).
+    at.command('AT+CMQTTACCQ=0,"pd-0001"')
+    at.command(bench_broker.connect_line())
+    assert at.read_line() == "+CMQTTCONNECT: 0,0"
+    marker = "pendant/v1/pd-0001/evt"
+    send_data(at, f"AT+CMQTTTOPIC=0,{len(marker)}", marker.encode())
+    send_data(at, "AT+CMQTTPAYLOAD=0,6", b"marker")
+    at.command("AT+CMQTTPUB=0,1,60")
+    assert at.read_line() == "+CMQTTPUB: 0,0"
+    message = subscriber.next()
+    assert (message.topic, message.payload) == (marker, b"marker")
 
 
-def test_broker_stopped_gives_connlost(at: AtClient, own_broker: Mosquitto) -> None:
-    start_and_connect(at, own_broker.port)
-    own_broker.stop()
+def test_broker_stopped_gives_connlost(
+    at: AtClient, own_bench_broker: tuple[BenchBroker, BrokerFixture]
+) -> None:
+    bench_broker, fixture = own_bench_broker
+    start_and_connect(at, bench_broker)
+    fixture.broker.kill()
     assert at.read_line() == "+CMQTTCONNLOST: 0,1"
-    own_broker.start()
-    at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{own_broker.port}",60,1')
+    fixture.broker.start()
+    at.command(bench_broker.connect_line())
+    assert at.read_line() == "+CMQTTCONNECT: 0,0"
+
+
+def test_refused_credentials_are_a_connack_error(at: AtClient, bench_broker: BenchBroker) -> None:
+    # The project's broker has no anonymous access: a wrong password or none is refused in the CONNACK.
+    at.command("ATE0")
+    at.command("AT+CMQTTSTART")
+    at.read_line()
+    at.command('AT+CMQTTACCQ=0,"pd-0001"')
+    assert at.command(bench_broker.connect_line(password="wrong")) == b"\r\nOK\r\n"
+    # Mosquitto's dynamic security answers a wrong password and a missing account alike: CONNACK 5, not
+    # authorised, which the modem reports as 31.
+    assert at.read_line() == "+CMQTTCONNECT: 0,31"
+    assert at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{bench_broker.port}",60,1') == b"\r\nOK\r\n"
+    assert at.read_line() == "+CMQTTCONNECT: 0,31"
+    at.command(bench_broker.connect_line())
     assert at.read_line() == "+CMQTTCONNECT: 0,0"
 
 
@@ -237,33 +282,33 @@ def test_connect_to_nothing_fails_with_3(at: AtClient) -> None:
 
 
 def test_losing_registration_drops_mqtt_with_cause_3(
-    at: AtClient, modem: ModemSim, bench_loop: LoopThread, broker: Mosquitto
+    at: AtClient, modem: ModemSim, bench_loop: LoopThread, bench_broker: BenchBroker
 ) -> None:
-    start_and_connect(at, broker.port)
+    start_and_connect(at, bench_broker)
     on_loop(bench_loop, modem.set_registration, DENIED)
     assert at.read_line() == "+CMQTTCONNLOST: 0,3"
-    at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker.port}",60,1')
+    at.command(bench_broker.connect_line())
     assert at.read_line() == "+CMQTTCONNECT: 0,3"
 
 
 def test_persistent_session_delivers_what_was_queued(
-    at: AtClient, modem: ModemSim, bench_loop: LoopThread, broker: Mosquitto, subscriber: Subscriber
+    at: AtClient, modem: ModemSim, bench_loop: LoopThread, bench_broker: BenchBroker, subscriber: Subscriber
 ) -> None:
-    start_and_connect(at, broker.port, client_id="pd-0042", clean=0)
+    start_and_connect(at, bench_broker, client_id="pd-0042", clean=0)
     topic = "pendant/v1/pd-0042/alarm/ack"
     subscribe(at, topic)
     on_loop(bench_loop, modem.force_connlost, 1)
     assert at.read_line() == "+CMQTTCONNLOST: 0,1"
     subscriber.publish(topic, b'{"alarm_id":"1-1","state":"received"}')
-    at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker.port}",60,0')
+    at.command(bench_broker.connect_line("pd-0042", clean=0))
     assert at.read_line() == "+CMQTTCONNECT: 0,0"
     assert at.read_line() == f"+CMQTTRXSTART: 0,{len(topic)},37"
 
 
 def test_power_cycle_drops_everything_silently(
-    at: AtClient, modem: ModemSim, bench_loop: LoopThread, broker: Mosquitto
+    at: AtClient, modem: ModemSim, bench_loop: LoopThread, bench_broker: BenchBroker
 ) -> None:
-    start_and_connect(at, broker.port)
+    start_and_connect(at, bench_broker)
     bench_loop.run(modem.power_cycle())
     assert not modem.mqtt_connected()
     # The service is stopped again: START works, ACCQ is free; echo is back on.

@@ -12,7 +12,7 @@ import pytest
 from pendant_hardware.sim_control import SimNotRunning, SimRequestError, host_file, request
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
 
-from hw_helpers import AtClient, Mosquitto
+from hw_helpers import AtClient, BenchBroker
 
 FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
 
@@ -44,7 +44,7 @@ def test_list_press_battery_state(sim: BackgroundSimHost, tmp_path: Path) -> Non
     assert all(device["modem_port"] and device["io_port"] for device in devices)
     sim.wait_for_event("pd-0002", "mem")  # booted and connected to its board
     answer = request(tmp_path, {"op": "press", "device": "pd-0002", "ms": 50})
-    assert answer == {"ok": True, "device": "pd-0002", "ms": 50, "board_connected": True}
+    assert answer == {"ok": True, "device": "pd-0002", "ms": 50, "button": "panic", "board_connected": True}
     sim.wait_for_vibration("pd-0002", "sent")
     assert request(tmp_path, {"op": "battery", "device": "pd-0002", "mv": 3500})["mv"] == 3500
     state = request(tmp_path, {"op": "state", "device": "pd-0002"})
@@ -93,7 +93,9 @@ def test_duplicate_or_invalid_devices_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.broker
-def test_mqtt_connection_is_reported(sim: BackgroundSimHost, tmp_path: Path, broker: Mosquitto) -> None:
+def test_mqtt_connection_is_reported(
+    sim: BackgroundSimHost, tmp_path: Path, bench_broker: BenchBroker
+) -> None:
     with pytest.raises(TimeoutError):
         sim.wait_for_mqtt("pd-0001", timeout=0.2)
     # Play the firmware's part on the modem's UART (this replaces the stand-in firmware's connection).
@@ -101,7 +103,7 @@ def test_mqtt_connection_is_reported(sim: BackgroundSimHost, tmp_path: Path, bro
     try:
         at.command("AT+CMQTTSTART")
         at.command('AT+CMQTTACCQ=0,"pd-0001"')
-        at.command(f'AT+CMQTTCONNECT=0,"tcp://127.0.0.1:{broker.port}",60,1')
+        at.command(bench_broker.connect_line())
         sim.wait_for_mqtt("pd-0001")
         assert request(tmp_path, {"op": "state", "device": "pd-0001"})["mqtt_connected"] is True
         assert request(tmp_path, {"op": "list"})["devices"][0]["mqtt_connected"] is True

@@ -12,7 +12,7 @@ import pytest
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.sim_control import pid_alive
-from pendant_hardware.virtual_pendant import VirtualPendant
+from pendant_hardware.virtual_pendant import FirmwareCrashed, VirtualPendant
 
 from hw_helpers import on_loop
 
@@ -84,3 +84,24 @@ def test_power_cut_kills_and_reboots(pendant: VirtualPendant, bench_loop: LoopTh
     assert snapshot["boots"] == 2 and snapshot["device"] == "pd-0001"
     assert snapshot["console_log"] == str(pendant.console_log)
     assert os.path.exists(snapshot["console_log"])
+
+
+def test_a_crash_leaves_the_pendant_at_the_repl_and_waiting_fails_at_once(
+    pendant: VirtualPendant, bench_loop: LoopThread
+) -> None:
+    bench_loop.run(pendant.board.wait_for("HELLO", timeout=30))
+    bench_loop.run(pendant.press_power(50))  # the stand-in firmware raises on the power button
+    bench_loop.run(pendant.wait_for_mode("repl"))
+    with pytest.raises(
+        FirmwareCrashed, match="crashed into the REPL(.|\n)*ValueError: the stand-in firmware"
+    ):
+        bench_loop.run(pendant.wait_for_mqtt(timeout=60), timeout=10)  # no 60 s wait
+    with pytest.raises(FirmwareCrashed):
+        bench_loop.run(pendant.wait_for_event("alarm_acked", timeout=60), timeout=10)
+    assert on_loop(bench_loop, pendant.snapshot)["crashes"] == 1
+    assert pendant.boots == 1  # a board without a watchdog stays at the REPL
+    before = pendant.line_count
+    bench_loop.run(pendant.reset())
+    bench_loop.run(pendant.wait_for_line("[bench] boot 2", after=before))
+    bench_loop.run(pendant.wait_for_line("modem: imei", after=before))
+    assert not pendant.mcu.crashed

@@ -408,13 +408,17 @@ def device_recall(device_id: str, clear: bool, operator: str) -> None:
 
 
 def _config_value(text: str) -> tuple[str, Any]:
-    from pendant_backend.configs import LIST_FIELDS
+    from pendant_backend.configs import BOOL_FIELDS, LIST_FIELDS
 
     key, sep, value = text.partition("=")
     if not sep:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE")
     if key in LIST_FIELDS:
         return key, [v for v in value.split(",") if v]
+    if key in BOOL_FIELDS:
+        if value.lower() not in ("true", "false"):
+            raise click.BadParameter(f"{key} takes true or false, not {value!r}")
+        return key, value.lower() == "true"
     try:
         return key, int(value)
     except ValueError:

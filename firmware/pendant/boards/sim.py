@@ -3,115 +3,157 @@
 sim.json in the current directory (the pendant's flash folder) names the ports:
 `{"modem": ["127.0.0.1", <port>], "io": ["127.0.0.1", <port>]}`. The io channel carries ASCII lines
 (docs/architecture.md, "Virtual board channel"): the bench sends `BTN`, `PWR`, `VBAT`, `CHG`; the pendant
-sends `HELLO <device_id> <fw>` and `MCU active` once per connection, and `VIB <pattern>`. Both are plain
-non-blocking sockets, polled (asyncio's streams would cost heap the pendant does not have).
+sends `HELLO <device_id> <fw>` once per connection, `VIB <pattern>`, `MCU light_sleep` / `MCU active`,
+`WDT <ms>` / `FEED`, `PWRKEY <ms>`, `DTR <0|1>` and `OFF`. Both are plain non-blocking sockets, polled
+(asyncio's streams would cost heap the pendant does not have). A light sleep is a poll of both sockets:
+bytes from the bench or the modem wake the pendant, as a pin or the modem's RI line wake the ESP32.
 """
 
-import asyncio
 import json
+import select
 import socket
+from time import sleep_ms as block
+from time import ticks_diff, ticks_ms
 
 from .. import FW, log
 from ..atchan import write
+from ..sched import sleep_ms
 
 NAME = "sim"
 
 
-def _connect(host, port):
+def _connect(name):
+    with open("sim.json") as f:  # the bench's ports, read when connecting
+        address = json.load(f)[name]
     sock = socket.socket()
-    sock.connect(socket.getaddrinfo(host, port)[0][-1])
+    sock.connect(socket.getaddrinfo(address[0], address[1])[0][-1])
     sock.setblocking(False)
     return sock
 
 
-class Input:
-    """A pin the bench drives: value() is 1 while pressed (for VBAT: the millivolts, None at first)."""
-
-    def __init__(self, level=0):
-        self.level = level
-
-    def value(self):
-        """The level the bench last sent."""
-        return self.level
-
-
 class Board:
-    """Everything hardware-like on the sim board. button and power_button are Input objects."""
+    """Everything hardware-like on the sim board, as the bench plays it."""
 
     NAME = NAME
 
-    def __init__(self, device, path="sim.json"):
-        with open(path) as f:
-            self._ports = json.load(f)
-        self.device = device["device_id"]
-        self.button = Input()
-        self.power_button = Input()
-        self.pins = {"BTN": self.button, "PWR": self.power_button, "CHG": Input(), "VBAT": Input(None)}
+    def __init__(self, device_id):
+        self._hello = "HELLO %s %s\n" % (device_id, FW)
+        self.pins = {"BTN": 0, "PWR": 0, "CHG": 0, "VBAT": None}  # as the bench last sent them
         self._io = None
+        self._poll = select.poll()
+        # watchdog ms (None: not armed), ticks of the last FEED, MCU state line sent last
+        self._st = [None, 0, "MCU active"]
+
+    def _send(self, line):
+        # One short line to the bench, now (from code that cannot wait); lost while the channel is down.
+        try:
+            self._io.write(line + "\n")
+        except (AttributeError, OSError):
+            pass  # no io channel: the bench sends the whole pin state and gets WDT again on reconnect
+
+    def buttons(self):
+        """(panic button, power button): 1 while held."""
+        pins = self.pins
+        return pins["BTN"], pins["PWR"]
 
     async def open_modem(self):
         """Connect to the modem simulator; return the non-blocking socket."""
-        return _connect(*self._ports["modem"])
+        sock = _connect("modem")
+        self._poll.register(sock, select.POLLIN)
+        return sock
 
-    modem_power_on = None  # the simulated modem is always powered
+    async def pwrkey(self, ms):
+        """Pulse the modem's PWRKEY for ms (100: on when off; 3000: off when on)."""
+        self._send("PWRKEY %d" % ms)
+        await sleep_ms(ms)
+
+    def dtr(self, level):
+        """Drive the modem's DTR line (1: it may sleep)."""
+        self._send("DTR %d" % level)
 
     def battery_mv(self):
         """Battery voltage the bench last reported (None before its first report)."""
-        return self.pins["VBAT"].level
+        return self.pins["VBAT"]
 
     def charging(self):
         """True while the bench says the charger is connected."""
-        return self.pins["CHG"].level == 1
+        return self.pins["CHG"] == 1
 
     async def vibrate(self, pattern):
         """Play a vibration pattern: tell the bench `VIB <pattern>`."""
-        if self._io is None:
+        if self._io:
+            await write(self._io, "VIB %s\n" % pattern)
+        else:
             log("board", "io down, no VIB " + pattern)
-            return
-        await write(self._io, "VIB %s\n" % pattern)
 
     def watchdog(self, ms):
-        """No watchdog on the unix port: the board stands in for one that needs no feeding."""
+        """Arm the bench's watchdog (it restarts the pendant when no FEED comes within ms); the board
+        is the watchdog object."""
+        self._st[0] = ms
+        self._send("WDT %d" % ms)
         return self
 
     def feed(self):
-        """Feed the (absent) watchdog."""
+        """Feed the watchdog (at most one FEED line a second: plenty against a 30 s timeout)."""
+        st = self._st
+        if ticks_diff(ticks_ms(), st[1]) >= 1000:
+            st[1] = ticks_ms()
+            self._send("FEED")
+
+    def sleep(self, ms):
+        """Light sleep for up to ms, until the bench or the modem sends something; 0: stay awake."""
+        line = "MCU light_sleep" if ms > 0 else "MCU active"
+        if line != self._st[2]:
+            self._st[2] = line
+            self._send(line)
+        if ms > 0:
+            for entry in self._poll.poll(ms):
+                if entry[1] & ~select.POLLIN:  # closed or failed: the next stream is registered anew
+                    self._poll.unregister(entry[0])
 
     def reset(self):
         """Reboot: end the interpreter; the bench starts it again, as a board restarts."""
         raise SystemExit(0)
+
+    def off(self):
+        """Cut the pendant's own power: tell the bench `OFF` and wait for it to stop the process."""
+        self._send("OFF")
+        while True:
+            block(1000)  # nothing runs any more
 
     def tasks(self):
         """Supervised tasks of this board, as [name, coroutine function]: the io channel."""
         return [["io", self._io_task]]
 
     async def _io_task(self):
-        sock = _connect(*self._ports["io"])
+        sock = _connect("io")
+        st = self._st
         try:
-            await write(sock, "HELLO %s %s\nMCU active\n" % (self.device, FW))
+            await write(sock, self._hello + st[2] + "\n" + ("WDT %d\n" % st[0] if st[0] else ""))
             self._io = sock
+            self._poll.register(sock, select.POLLIN)
             buf = b""
             while True:
                 chunk = sock.read(64)
                 if chunk is None:
-                    await asyncio.sleep_ms(10)
+                    await sleep_ms(10)
                     continue
                 if not chunk:
                     raise OSError("io channel closed")
                 buf += chunk
-                end = buf.find(10)  # LF
+                end = buf.find(b"\n")
                 while end >= 0:
-                    line = buf[:end]
+                    name, _, value = buf[:end].decode().strip().partition(" ")
                     buf = buf[end + 1 :]
-                    end = buf.find(10)
-                    try:
-                        name, _, value = line.decode().strip().partition(" ")
-                    except UnicodeError:
-                        name = value = ""
+                    end = buf.find(b"\n")
                     if name in self.pins and value.isdigit():
-                        self.pins[name].level = int(value)
+                        self.pins[name] = int(value)
                     else:
-                        log("board", "unknown io line %r" % line)
+                        log("board", "unknown io line %r" % name)
         finally:
             self._io = None
+            try:
+                self._poll.unregister(sock)
+            except (OSError, ValueError, KeyError):
+                pass  # never registered
             sock.close()

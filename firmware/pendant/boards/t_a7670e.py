@@ -1,15 +1,25 @@
-"""The LilyGO T-A7670E (ESP32 + SIMCom A7670E): modem UART, power keys, battery ADC, button, motor, watchdog.
+"""The LilyGO T-A7670E (ESP32 + SIMCom A7670E): modem UART and control lines, battery ADC, buttons, motor,
+watchdog, light sleep and switching off.
 
-Board pins are from Xinyuan-LilyGO/LilyGO-T-A76XX, examples/*/utilities.h, section LILYGO_T_A7670
-(also the A7670 power-on pulse width, MODEM_POWERON_PULSE_WIDTH_MS, and the 1:2 battery divider on
-IO35 used by its battery examples). The button, power button and motor are the pendant's own wiring on
-pins the board leaves free; keep them in step with the pin map in hardware/.
+Board pins are from Xinyuan-LilyGO/LilyGO-T-A76XX, examples/*/utilities.h, section LILYGO_T_A7670 (also
+the A7670 power-on pulse width, the reset level and timing, and the 1:2 battery divider on IO35 used
+by its battery examples). The SD card uses IO2, 13, 14, 15; IO12 switches the modem's supply; IO0 is
+the BOOT strap (held at reset it enters the bootloader), so it is left alone.
+
+The pendant's own wiring, on pins the board leaves free (keep hardware/'s pin map in step):
+- panic button IO32 to GND, internal pull-up: an RTC GPIO, so it also wakes the ESP32 from light sleep;
+- power button IO34 to GND with an external 10 k pull-up (IO34 is input-only, without internal
+  pulls): an RTC GPIO, the one that wakes the pendant from deep sleep (switched off) through ext0;
+- vibration motor on IO22 through a transistor (and a flyback diode), high = on.
+No LED and no buzzer: the pendant gives no light or sound.
 """
 
-import asyncio
 
+import esp32
 import machine
 from micropython import const
+
+from ..sched import sleep_ms
 
 NAME = "t_a7670e"
 
@@ -17,19 +27,16 @@ NAME = "t_a7670e"
 MODEM_BAUDRATE = const(115200)
 MODEM_TX_PIN = const(26)  # ESP32 TX -> modem RX
 MODEM_RX_PIN = const(27)  # modem TX -> ESP32 RX
-MODEM_DTR_PIN = const(25)  # low: the modem may not sleep
-MODEM_RING_PIN = const(33)
-MODEM_RESET_PIN = const(5)
+MODEM_DTR_PIN = const(25)  # high: the modem may sleep (after AT+CSCLK=1)
+MODEM_RING_PIN = const(33)  # the modem's RI: low while it has a URC (a call, an SMS, MQTT data) for us
+MODEM_RESET_PIN = const(5)  # high resets the modem (MODEM_RESET_LEVEL HIGH); held low
 BOARD_PWRKEY_PIN = const(4)
 BOARD_POWERON_PIN = const(12)  # must be high for the modem supply (and, on battery, to avoid resets)
 BOARD_BAT_ADC_PIN = const(35)
-MODEM_POWERON_PULSE_MS = const(100)
 
-# Pendant wiring (our choice; not on the LilyGO board): buttons to GND with the internal pull-up,
-# motor through a transistor. IO32 can wake the ESP32 from deep sleep (RTC GPIO); IO0 is avoided
-# because holding it at reset enters the bootloader.
+# The pendant's own wiring (see above)
 BUTTON_PIN = const(32)
-POWER_BUTTON_PIN = const(21)
+POWER_BUTTON_PIN = const(34)
 VIBRATION_PIN = const(22)
 
 # pattern: alternating on/off milliseconds
@@ -37,7 +44,7 @@ PATTERNS = {
     "sent": (150,),
     "received": (150, 150, 150),
     "acknowledged": (500, 200, 500),
-    "failed": (1000,),
+    "failed": (1000, 300, 1000, 300, 1000),
 }
 
 
@@ -46,15 +53,27 @@ class Board:
 
     NAME = NAME
 
-    def __init__(self, device):
-        machine.Pin(BOARD_POWERON_PIN, machine.Pin.OUT, value=1)
-        machine.Pin(MODEM_DTR_PIN, machine.Pin.OUT, value=0)
-        self._pwrkey = machine.Pin(BOARD_PWRKEY_PIN, machine.Pin.OUT, value=0)
-        self.button = machine.Signal(machine.Pin(BUTTON_PIN, machine.Pin.IN, machine.Pin.PULL_UP), invert=True)
-        self.power_button = machine.Signal(machine.Pin(POWER_BUTTON_PIN, machine.Pin.IN, machine.Pin.PULL_UP), invert=True)
-        self._motor = machine.Pin(VIBRATION_PIN, machine.Pin.OUT, value=0)
-        self._adc = machine.ADC(machine.Pin(BOARD_BAT_ADC_PIN), atten=machine.ADC.ATTN_11DB)
+    def __init__(self, device_id):
+        pin = machine.Pin
+        self._supply = pin(BOARD_POWERON_PIN, pin.OUT, value=1)
+        self._dtr = pin(MODEM_DTR_PIN, pin.OUT, value=0)
+        self._pwrkey = pin(BOARD_PWRKEY_PIN, pin.OUT, value=0)
+        self._reset = pin(MODEM_RESET_PIN, pin.OUT, value=0)
+        buttons = []
+        for number, pull in ((BUTTON_PIN, pin.PULL_UP), (POWER_BUTTON_PIN, None)):
+            raw = pin(number, pin.IN, pull)
+            raw.irq(trigger=pin.WAKE_LOW, wake=machine.SLEEP)  # a press ends a light sleep
+            buttons.append(machine.Signal(raw, invert=True))
+        self._buttons = buttons
+        ring = pin(MODEM_RING_PIN, pin.IN, pin.PULL_UP)
+        ring.irq(trigger=pin.WAKE_LOW, wake=machine.SLEEP)  # so does the modem with something to say
+        self._motor = pin(VIBRATION_PIN, pin.OUT, value=0)
+        self._adc = machine.ADC(pin(BOARD_BAT_ADC_PIN), atten=machine.ADC.ATTN_11DB)
         self._uart = None
+
+    def buttons(self):
+        """(panic button, power button): 1 while held."""
+        return self._buttons[0].value(), self._buttons[1].value()
 
     async def open_modem(self):
         """The modem UART (created once), non-blocking: readinto() gives None while nothing came."""
@@ -64,11 +83,17 @@ class Board:
             )
         return self._uart
 
-    async def modem_power_on(self):
-        """Pulse PWRKEY (through the board's transistor: high here pulls the modem's PWRKEY low)."""
+    async def pwrkey(self, ms):
+        """Pulse the modem's PWRKEY for ms (the board's transistor inverts it: high here pulls the
+        modem's PWRKEY low): 100 switches an off modem on, 3000 a running one off."""
+        self._supply.value(1)
         self._pwrkey.value(1)
-        await asyncio.sleep_ms(MODEM_POWERON_PULSE_MS)
+        await sleep_ms(ms)
         self._pwrkey.value(0)
+
+    def dtr(self, level):
+        """Drive the modem's DTR line (1: it may sleep)."""
+        self._dtr.value(level)
 
     def battery_mv(self):
         """Battery voltage in millivolts (IO35 sees half of it)."""
@@ -86,17 +111,29 @@ class Board:
         on = True
         for ms in PATTERNS.get(pattern, (300,)):
             self._motor.value(1 if on else 0)
-            await asyncio.sleep_ms(ms)
+            await sleep_ms(ms)
             on = not on
         self._motor.value(0)
 
     def watchdog(self, ms):
-        """The hardware watchdog (cannot be stopped once started)."""
+        """The hardware watchdog (cannot be stopped once started); feed() it."""
         return machine.WDT(timeout=ms)
+
+    def sleep(self, ms):
+        """Light sleep for up to ms; a button or the modem's RI line wakes it earlier. 0: nothing."""
+        if ms > 0:
+            machine.lightsleep(ms)
 
     def reset(self):
         """Reboot the ESP32."""
         machine.reset()
+
+    def off(self):
+        """Switch off: cut the modem's supply and sleep deeply until the power button is pressed."""
+        self._motor.value(0)
+        self._supply.value(0)
+        esp32.wake_on_ext0(machine.Pin(POWER_BUTTON_PIN), esp32.WAKEUP_ALL_LOW)
+        machine.deepsleep()
 
     def tasks(self):
         """Supervised tasks of this board, as [name, coroutine function]: none."""

@@ -23,6 +23,22 @@ class CmeError(Exception):
         self.code = code
 
 
+class CmsError(Exception):
+    """An SMS command fails with `+CMS ERROR: <code>` (3GPP TS 27.005; text or number per AT+CMEE)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class FinalResult(Exception):
+    """The command ends with another final result than OK/ERROR (`NO CARRIER` for ATA without a call)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
 @dataclass(frozen=True)
 class Param:
     """One comma-separated parameter: its text without quotes, and whether it was quoted."""

@@ -38,6 +38,10 @@ class CommandTable:
         """The handler for this command, or None when the modem does not know it."""
         return self._handlers.get((command.name, command.form))
 
+    def forms(self) -> list[tuple[str, str]]:
+        """Every (name, form) the table answers, sorted (for conformance tests)."""
+        return sorted(self._handlers)
+
     def names(self) -> list[str]:
         """Every command name in the table, sorted (for documentation and tests)."""
         return sorted({name for name, _ in self._handlers})

@@ -30,6 +30,7 @@ SOCKET_CONNECT_FAIL = 3
 NO_CONNECTION = 11
 TIMEOUT = 17
 DNS_ERROR = 25
+TLS_HANDSHAKE_FAIL = 32
 # CONNACK refusals by name (paho reports MQTT 3.1.1 return codes as MQTT 5 reason names).
 _CONNACK_ERRORS = {
     "Unsupported protocol version": 27,
@@ -60,6 +61,7 @@ class ConnectParams:
     will_qos: int = 0
     tls: bool = False
     mqtt_v311: bool = True
+    ssl_context: ssl.SSLContext | None = None  # from the modem's SSL context (tls.py)
 
 
 class BrokerLink:
@@ -73,8 +75,10 @@ class BrokerLink:
         on_connect_result: Callable[[int], None],
         on_lost: Callable[[int], None],
         on_message: Callable[[bytes, bytes], None],
+        on_packet: Callable[[], None] | None = None,
     ) -> None:
         self.params = params
+        self._on_packet = on_packet
         self._loop = asyncio.get_running_loop()
         self._on_connect_result = on_connect_result
         self._on_lost = on_lost
@@ -102,9 +106,15 @@ class BrokerLink:
         if params.will_topic is not None:
             client.will_set(params.will_topic, params.will_payload or b"", params.will_qos, retain=False)
         if params.tls:
-            # The A7670 with no AT+CSSLCFG authmode verifies nothing; neither do we.
-            client.tls_set(cert_reqs=ssl.CERT_NONE)
-            client.tls_insecure_set(True)
+            context = params.ssl_context
+            if context is None:  # the A7670 with no AT+CSSLCFG authmode verifies nothing; neither do we
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            client.tls_set_context(context)
+            client.tls_insecure_set(not context.check_hostname)
+        if self._on_packet is not None:
+            client.on_log = self._paho_log
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
@@ -126,7 +136,20 @@ class BrokerLink:
             self._client.connect(self.params.host, self.params.port, self.params.keepalive)
         except socket.gaierror:
             return DNS_ERROR
-        except (OSError, ValueError) as exc:
+        except ssl.SSLError as exc:
+            log.info(
+                "mqtt %s: TLS handshake with %s failed: %s", self.params.client_id, self.params.host, exc
+            )
+            return TLS_HANDSHAKE_FAIL
+        except (ConnectionRefusedError, TimeoutError):
+            return SOCKET_CONNECT_FAIL
+        except OSError as exc:
+            if self.params.tls:  # the TCP connection stood, the TLS handshake on it did not
+                log.info("mqtt %s: TLS handshake failed: %s", self.params.client_id, exc)
+                return TLS_HANDSHAKE_FAIL
+            log.info("mqtt %s: connect failed: %s", self.params.client_id, exc)
+            return SOCKET_CONNECT_FAIL
+        except ValueError as exc:
             log.info(
                 "mqtt %s: connect to %s:%d failed: %s",
                 self.params.client_id,
@@ -241,6 +264,14 @@ class BrokerLink:
     def _paho_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._loop.call_soon_threadsafe(self._closed)
 
+    def _paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        if text.startswith(("Sending ", "Received ")):  # one MQTT packet on the radio
+            self._loop.call_soon_threadsafe(self._packet)
+
+    def _packet(self) -> None:
+        if self._on_packet is not None and not self._finished:
+            self._on_packet()
+
     def _paho_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._loop.call_soon_threadsafe(self._message, message.topic.encode("utf-8"), bytes(message.payload))
 
@@ -268,6 +299,11 @@ class BrokerLink:
         if self._disconnected is not None and not self._disconnected.done():
             self._disconnected.set_result(OK)
         if self._finished:
+            return
+        if not was_connected and not self._closing:
+            # Closed before CONNACK: the broker refused the TLS session (TLS 1.3 says so only after the
+            # handshake) or the connection itself.
+            self._finish_connect(TLS_HANDSHAKE_FAIL if self.params.tls else SOCKET_CONNECT_FAIL)
             return
         self._finished = True
         self._stop_thread()

@@ -8,6 +8,7 @@ syntax and range errors with plain `ERROR`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from pendant_hardware.modem_sim import mqtt_bridge
 from pendant_hardware.modem_sim.at_parser import AtCommand, AtError, int_param, max_params, str_param
 from pendant_hardware.modem_sim.command_table import CommandTable, Handler
 from pendant_hardware.modem_sim.mqtt_bridge import BrokerLink, ConnectParams
+from pendant_hardware.modem_sim.tls import TlsSetupError
 
 if TYPE_CHECKING:
     from pendant_hardware.modem_sim.modem import ModemSim
@@ -32,6 +34,7 @@ CLIENT_BUSY = 14
 TOPIC_EMPTY = 18
 CLIENT_USED = 19
 CLIENT_NOT_ACQUIRED = 20
+TLS_HANDSHAKE_FAIL = mqtt_bridge.TLS_HANDSHAKE_FAIL
 
 _ADDRESS = re.compile(r"tcp://(\[[^\]]+\]|[^:/]+)(?::(\d{1,5}))?/?")
 
@@ -74,6 +77,9 @@ class MqttCommands:
         self.modem = modem
         self.started = False
         self.slots = [ClientSlot(index) for index in range(CLIENTS)]
+        self.busy_left = 0  # fault client_busy: the next publishes fail with 14
+        self.start_before_ok = False  # quirk: +CMQTTSTART: 0 before the OK
+        self.unreachable: tuple[int, float] | None = None  # fault broker_unreachable: (err, after_s)
 
     def register(self, table: CommandTable) -> None:
         """Put this family's handlers into the modem's command table."""
@@ -132,6 +138,12 @@ class MqttCommands:
         self.started = False
         self.slots = [ClientSlot(index) for index in range(CLIENTS)]
 
+    def nonet(self) -> None:
+        """The data network went away: connections broken (the broker sends the wills), clients released,
+        the service stopped, `+CMQTTNONET` to the host, which must start the service again."""
+        self.reset()
+        self.modem.urc("+CMQTTNONET")
+
     def _slot(self, params, need_acquired: bool = True) -> ClientSlot:
         slot = self.slots[int_param(params, 0, 0, CLIENTS - 1)]
         if need_acquired and slot.client_id is None:
@@ -148,6 +160,9 @@ class MqttCommands:
         if self.started:
             raise AtError("MQTT service already started")
         self.started = True
+        if self.start_before_ok:
+            self.modem.urc("+CMQTTSTART: 0")  # a real-modem quirk: the result before the OK
+            return
         self.modem.spawn(self._started())
 
     async def _started(self) -> None:
@@ -162,6 +177,10 @@ class MqttCommands:
         self.modem.spawn(self._urc_soon("+CMQTTSTOP: 0"))
 
     async def _urc_soon(self, line: str) -> None:
+        self.modem.urc(line)
+
+    async def _urc_later(self, line: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
         self.modem.urc(line)
 
     # -- clients -------------------------------------------------------------------------------------
@@ -248,11 +267,23 @@ class MqttCommands:
         if not self.modem.registered:
             self.modem.spawn(self._urc_soon(f"+CMQTTCONNECT: {slot.index},{mqtt_bridge.SOCKET_CONNECT_FAIL}"))
             return
+        if self.unreachable is not None:
+            err, after_s = self.unreachable
+            self.modem.spawn(self._urc_later(f"+CMQTTCONNECT: {slot.index},{err}", after_s))
+            return
+        if slot.tls:
+            try:
+                connect = dataclasses.replace(connect, ssl_context=self.modem.tls.ssl_context(slot.index))
+            except TlsSetupError as exc:
+                self.modem.uart.trace(f"TLS set-up failed: {exc}")
+                self.modem.spawn(self._urc_soon(f"+CMQTTCONNECT: {slot.index},{TLS_HANDSHAKE_FAIL}"))
+                return
         link = BrokerLink(
             connect,
             on_connect_result=lambda err: self._connect_result(slot, link, err),
             on_lost=lambda cause: self._lost(slot, link, cause),
             on_message=lambda topic, payload: self._received(slot, topic, payload),
+            on_packet=self.modem.radio_packet,
         )
         slot.link = link
         link.start(self.modem.settings.mqtt_connect_timeout_s)
@@ -320,6 +351,9 @@ class MqttCommands:
             raise CommandFailed(NO_CONNECTION)
         if slot.topic is None:
             raise CommandFailed(TOPIC_EMPTY)
+        if self.busy_left > 0:  # fault client_busy (seen on real modems under load): nothing is sent
+            self.busy_left -= 1
+            raise CommandFailed(CLIENT_BUSY)
         topic = _utf8(slot.topic)
         future = slot.link.publish(topic, slot.payload, qos, bool(retained))
         slot.topic, slot.payload = None, b""
@@ -398,10 +432,10 @@ class MqttCommands:
         self.modem.urc(f"+CMQTTRXSTART: {index},{len(topic)},{len(payload)}")
         for part in _chunks(topic, chunk):
             self.modem.urc(f"+CMQTTRXTOPIC: {index},{len(part)}")
-            self.modem.send_raw(part + b"\r\n")
+            self.modem.urc_data(part + b"\r\n")
         for part in _chunks(payload, chunk):
             self.modem.urc(f"+CMQTTRXPAYLOAD: {index},{len(part)}")
-            self.modem.send_raw(part + b"\r\n")
+            self.modem.urc_data(part + b"\r\n")
         self.modem.urc(f"+CMQTTRXEND: {index}")
 
 

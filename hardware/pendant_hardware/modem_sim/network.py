@@ -48,8 +48,9 @@ class NetworkCommands:
         self.deactivated = set()
 
     async def csq(self, command: AtCommand) -> None:
-        """AT+CSQ: +CSQ: <rssi>,<ber>."""
-        self.modem.reply(f"+CSQ: {self.modem.settings.rssi},99")
+        """AT+CSQ: +CSQ: <rssi>,<ber> (99,99 while the radio is off)."""
+        rssi = self.modem.settings.rssi if self.modem.power.cfun == 1 else 99
+        self.modem.reply(f"+CSQ: {rssi},99")
 
     def _reg_read(self, name: str):
         async def read(command: AtCommand) -> None:
@@ -68,8 +69,9 @@ class NetworkCommands:
 
     def _reg_status(self, mode: int) -> str:
         settings = self.modem.settings
-        status = str(settings.registration)
-        if mode == 2 and settings.registration in REGISTERED_STATES:
+        registration = self.modem.registration
+        status = str(registration)
+        if mode == 2 and registration in REGISTERED_STATES:
             status += f',"{settings.tac:04X}","{settings.cell_id:07X}",{ACT_E_UTRAN}'
         return status
 

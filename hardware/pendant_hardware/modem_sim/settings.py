@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Registration states of +CREG/+CGREG/+CEREG (3GPP TS 27.007).
 NOT_REGISTERED, HOME, SEARCHING, DENIED, UNKNOWN, ROAMING = 0, 1, 2, 3, 4, 5
@@ -52,6 +52,9 @@ class ModemSettings:
     longitude: float = 4.892203
     altitude_m: float = 2.0
     gnss_style: str = GNSS_STYLE_MANUAL
+    # A track to follow instead of the fixed point: (seconds from GNSS ready, latitude, longitude,
+    # altitude) rows, as gnss_track.load_track() reads them from a GPX or CSV file.
+    track: list[tuple[float, float, float, float]] | None = None
 
     battery_mv: int = 3950  # used when no board supplies the voltage
     mqtt_start_delay_s: float = 0.05
@@ -59,6 +62,26 @@ class ModemSettings:
     data_timeout_s: float = 20.0  # how long the modem waits for the bytes after a `>` prompt
     rx_chunk_bytes: int = 0  # > 0: split received topics/payloads into chunks of this size (a real quirk)
     boot_urcs: bool = True  # send *ATREADY, +CPIN: READY, SMS DONE, PB DONE after power-on
+
+    # Power. A real A7670 stays off when the board is powered until PWRKEY is pulsed; the bench starts
+    # it on (as if the firmware had pulsed it) unless told otherwise.
+    starts_powered: bool = True
+    boot_delay_s: float = 3.0  # power-on to UART ready (LilyGO's MODEM_START_WAIT_MS is 3000)
+    pwrkey_on_ms: int = 50  # A7670 hardware design: PWRKEY low >= 50 ms switches it on
+    pwrkey_off_ms: int = 2500  # ... and >= 2.5 s switches it off (LilyGO uses 3000 ms)
+
+    # Voice and SMS: what the far end does.
+    call_outcomes: dict[str, str] = field(
+        default_factory=dict
+    )  # number or "*" -> answer/busy/no_answer/no_carrier
+    call_alert_s: float = 0.5  # dialling -> alerting
+    call_answer_s: float = 2.0  # alerting -> answered (or BUSY)
+    call_no_answer_s: float = 30.0  # alerting -> NO ANSWER
+    call_remote_hangup_s: float | None = None  # the far end hangs up after this long (None: never)
+    ring_interval_s: float = 6.0
+    incoming_timeout_s: float = 30.0  # the caller of an incoming call gives up
+    emergency_numbers: tuple[str, ...] = ("112", "911", "999", "000", "110", "118", "119", "08")
+    sms_send_s: float = 1.5  # Ctrl-Z -> +CMGS (the manual allows up to 40 s)
 
     @classmethod
     def for_device(cls, device_id: str, **overrides: object) -> ModemSettings:

@@ -55,6 +55,12 @@ class Uart:
         self._on_connect = on_connect
         self._trace_path = trace_path
         self.echo = True  # ATE1; checked as bytes are consumed, so a change applies at once
+        # Why the modem hears nothing now ("off", "asleep", "hung"), None while it listens.
+        self.deaf: str | None = None
+        self.mute = False  # True: nothing goes out (off, hung)
+        # Fault injection on the wire (faults.py): each gets the bytes and returns what survives.
+        self.input_filter: Callable[[bytes], bytes] | None = None
+        self.output_filter: Callable[[bytes], bytes] | None = None
         self._server: asyncio.Server | None = None
         self._client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +91,12 @@ class Uart:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+    def discard_input(self) -> None:
+        """Forget bytes received but not yet read (a modem that powers off loses its UART buffer)."""
+        if self._client is not None:
+            self._client.buffer.clear()
+            self._client.skip_lf = False
 
     def disconnect(self) -> None:
         """Drop the current client, if any."""
@@ -159,13 +171,40 @@ class Uart:
         self.trace(f"-> data {data!r}")
         return data
 
+    async def read_text(self, stops: bytes, timeout: float, newline_prompt: bytes) -> tuple[bytes, int]:
+        """Text mode input (SMS): bytes up to one of `stops`, echoed while `echo` (a CR is echoed as
+        `newline_prompt`); returns (text, the stop byte). TimeoutError if no stop byte comes in time."""
+        client = self._require_client()
+        text = bytearray()
+        async with asyncio.timeout(timeout):
+            while True:
+                await self._fill(client)
+                self._skip_lf(client)
+                while client.buffer:
+                    byte = client.buffer.pop(0)
+                    if byte in stops:
+                        self.trace(f"-> text {bytes(text)!r} + {byte:#04x}")
+                        return bytes(text), byte
+                    text.append(byte)
+                    if self.echo:
+                        self._write(client, newline_prompt if byte == CR else bytes([byte]))
+
     async def _fill(self, client: _Client, force: bool = False) -> None:
         if client.buffer and not force:
             return
-        chunk = await client.reader.read(4096)
-        if not chunk:
-            raise ConnectionClosed
-        client.buffer += chunk
+        while True:
+            chunk = await client.reader.read(4096)
+            if not chunk:
+                raise ConnectionClosed
+            if self.deaf is not None:
+                self.trace(f"-> dropped {chunk!r} (modem {self.deaf})")
+                continue
+            if self.input_filter is not None:
+                chunk = self.input_filter(chunk)
+                if not chunk:
+                    continue
+            client.buffer += chunk
+            return
 
     @staticmethod
     def _skip_lf(client: _Client) -> None:
@@ -195,9 +234,12 @@ class Uart:
             return
         self._write(self._client, data)
 
-    @staticmethod
-    def _write(client: _Client, data: bytes) -> None:
-        if not client.writer.is_closing():
+    def _write(self, client: _Client, data: bytes) -> None:
+        if self.mute:
+            return
+        if self.output_filter is not None:
+            data = self.output_filter(data)
+        if data and not client.writer.is_closing():
             client.writer.write(data)
 
     def trace(self, text: str) -> None:

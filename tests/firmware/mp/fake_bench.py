@@ -31,7 +31,10 @@ class Bench:
 
     def on_subscribe(self, topic):
         if self.chaos and topic.endswith(b"/config"):  # the broker sends the retained config
-            self.fake.deliver(topic, b'{"rev":1,"heartbeat_s":180,"press_ms":2000}')
+            self.fake.deliver(
+                topic,
+                b'{"rev":1,"heartbeat_s":180,"press_ms":2000,"ack_timeout_s":5,"sms":["+31612345678"],"call":["112","+31201234567"]}',
+            )
 
     def on_publish(self, topic, payload):
         print("bench: published on %s" % topic.decode())
@@ -99,7 +102,7 @@ class Bench:
             await self.io.drain()
         while len(self.alarms) < expect:
             await asyncio.sleep_ms(50)
-        await asyncio.sleep_ms(1000)  # let the pendant handle the last ack and print its lines
+        await asyncio.sleep_ms(1000 + int(__import__("os").getenv("LINGER_MS") or 0))
         print("bench: all %d alarms %s" % (expect, "acked" if self.ack else "published"))
 
 

@@ -1,10 +1,13 @@
 """A fake A7670 for the firmware tests on MicroPython, behind the non-blocking stream the firmware reads.
 
 It answers the AT dialect the way the A76XX manual prints it (CR LF around every response, `>` prompts
-without a line end, `+CMQTT...` results after `OK`) and produces the quirks of real modems on request.
-Tests steer it through attributes: `replies` (command prefix -> text printed instead of the answer),
-`pub_results` / `connect_results` (error codes for the next publishes / connects), `start_before_ok`,
-`gnss`, `on_publish`, `silent`. Written small: these tests run in the pendant's 64 KB heap.
+without a line end, `+CMQTT...` results after `OK`, voice-call and SMS results as in
+shared/reference/a7670-at.md) and produces the quirks of real modems on request. Tests steer it through
+attributes: `replies` (command prefix -> text printed instead of the answer), `pub_results` /
+`connect_results` (error codes for the next publishes / connects), `start_before_ok`, `gnss`,
+`on_publish`, `silent`, `outcomes` (number -> "answer", "busy", "no_answer", or nothing at all),
+`sms_fail` (how many SMS to refuse); it records `dialled` and `texts`. Written small: these tests run in
+the pendant's 64 KB heap.
 """
 
 import mptest  # noqa: F401 -- imported first, it sets memory aside before the firmware loads
@@ -25,6 +28,12 @@ ANSWERS = {
     "AT+CSQ": "+CSQ: 21,99",
     "AT+CPSI?": CPSI_LTE,
     "AT+CCLK?": '+CCLK: "25/11/29,09:00:00+04"',
+    "AT+CVHU=0": "",
+    "AT+CLIP=1": "",
+    "AT+CMGF=1": "",
+    "AT+CSCLK=1": "",
+    "AT+CGNSSPWR=0": "",
+    "ATA": "",
 }
 PROMPTED = ("WILLTOPIC", "WILLMSG", "SUBTOPIC", "TOPIC", "PAYLOAD")  # AT+CMQTT<name>=0,<len>... -> > data
 
@@ -47,6 +56,11 @@ class FakeA7670:
         self.on_subscribe = None  # fn(topic) after a successful subscribe
         self.silent = False
         self.closed = False
+        self.outcomes = {}
+        self.sms_fail = 0
+        self.dialled = []
+        self.texts = []  # (number, text) of every SMS taken
+        self._sms = None  # the number of the SMS being typed, and its text so far
         self._rx = bytearray()
         self._line = bytearray()
         self._need = 0
@@ -61,12 +75,24 @@ class FakeA7670:
             return 0 if self.closed else None
         n = min(len(buf), len(self._rx))
         buf[:n] = self._rx[:n]
-        self._rx = self._rx[n:]
+        self._rx[0:n] = b""  # in place: a new copy of the rest each read would split the 64 KB heap
         return n
 
     def write(self, data):
         for byte in bytes(data):
-            if self._need:
+            if self._sms:
+                if byte == 26:  # Ctrl-Z: send it
+                    number, text = self._sms
+                    self._sms = None
+                    if self.sms_fail:
+                        self.sms_fail -= 1
+                        self.send("\r\n+CMS ERROR: 500\r\n")
+                    else:
+                        self.texts.append((number, text.decode()))
+                        self.send("\r\n+CMGS: %d\r\n\r\nOK\r\n" % len(self.texts))
+                else:
+                    self._sms[1] += bytes((byte,))
+            elif self._need:
                 self.data[self._for] += bytes((byte,))
                 self._need -= 1
                 if not self._need:
@@ -101,6 +127,10 @@ class FakeA7670:
                 self.send(b"+CMQTTRX%s: 0,%d\r\n%s\r\n" % (name, len(part), part))
         self.send(b"+CMQTTRXEND: 0\r\n")
 
+    def ring(self, number):
+        """An incoming call from number: RING and +CLIP, as with AT+CLIP=1."""
+        self.send('\r\nRING\r\n\r\n+CLIP: "%s",145,,,,0\r\n' % number)
+
     def count(self, prefix):
         """How many commands started with prefix."""
         return len([c for c in self.commands if c.startswith(prefix)])
@@ -114,7 +144,24 @@ class FakeA7670:
             self.send(("\r\n%s\r\n" % ANSWERS[cmd] if ANSWERS[cmd] else "") + "\r\nOK\r\n")
             return
         name, _, args = cmd[8:].partition("=")  # after "AT+CMQTT"
-        if cmd.startswith("AT+CGDCONT=") or cmd.startswith("AT+CMQTTACCQ="):
+        if cmd.startswith("ATD"):
+            number = cmd[3:-1]
+            self.dialled.append(number)
+            outcome = self.outcomes.get(number, "")
+            self.send(
+                "\r\nOK\r\n"
+                + {
+                    "answer": "\r\nVOICE CALL: BEGIN\r\n",
+                    "busy": "\r\nBUSY\r\n",
+                    "no_answer": "\r\nNO ANSWER\r\n",
+                }.get(outcome, "")
+            )
+        elif cmd == "AT+CHUP":
+            self.send("\r\nVOICE CALL: END: 000003\r\n\r\nOK\r\n")
+        elif cmd.startswith("AT+CMGS="):
+            self._sms = [cmd[9:-1], b""]
+            self.send("\r\n> ")
+        elif cmd.startswith("AT+CGDCONT=") or cmd.startswith("AT+CMQTTACCQ="):
             self.send("\r\nOK\r\n")
         elif cmd == "AT+CGNSSPWR=1":
             self.send("\r\nOK\r\n\r\n+CGNSSPWR: READY!\r\n")

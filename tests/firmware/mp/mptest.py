@@ -8,12 +8,16 @@
 
     run()
 
-A test may be a coroutine function; it then runs in a fresh event loop. A hang is caught by the time
-limit of the pytest case that runs the script (and `until` gives up after its own timeout).
+A test may be a coroutine function; it then runs under the firmware's scheduler (pendant.sched, which
+the firmware's coroutines need), and the tasks it started are dropped when it ends. A hang is caught by
+the time limit of the pytest case that runs the script (and `until` gives up after its own timeout).
 """
 
-import asyncio
+import gc
+import os
 import sys
+
+from pendant import sched
 
 _tests = []
 # As main.py does on the pendant: keep 4 KB in one piece while the modules load (loading leaves small
@@ -63,8 +67,24 @@ async def until(condition, timeout_ms=5000, what="condition"):
     while not condition():
         if waited >= timeout_ms:
             raise AssertionError("timed out waiting for %s" % what)
-        await asyncio.sleep_ms(5)
+        await sched.sleep_ms(5)
         waited += 5
+
+
+def wipe(*folders):
+    """A flash without what the firmware writes in the current directory: the given folders emptied,
+    state.json, settings.json and their .tmp files gone."""
+    for folder in folders:
+        try:
+            for name in os.listdir(folder):
+                os.remove(folder + "/" + name)
+        except OSError:
+            pass  # no such folder
+    for name in ("state.json", "state.json.tmp", "settings.json", "settings.json.tmp"):
+        try:
+            os.remove(name)
+        except OSError:
+            pass  # not there
 
 
 def run():
@@ -72,17 +92,16 @@ def run():
     _reserve.clear()
     failed = 0
     for fn in _tests:
+        gc.collect()  # what the test before left: each test starts with the heap the firmware would have
         try:
             result = fn()
             if type(result).__name__ == "generator":  # a coroutine on MicroPython
-                asyncio.run(result)
+                sched.run(result)
             print("ok", fn.__name__)
         except Exception as e:
             failed += 1
             print("FAIL", fn.__name__)
             sys.print_exception(e)
-        finally:
-            asyncio.new_event_loop()  # drop tasks a test left behind
     print("%d passed, %d failed" % (len(_tests) - failed, failed))
     if failed:
         sys.exit(1)

@@ -1,14 +1,13 @@
-"""The alarm flow on MicroPython against a fake MQTT transport, over a real outbox folder: press ->
+"""The alarm flow on MicroPython against a fake MQTT session, over a real outbox folder: press ->
 outbox file -> publish -> ack -> outbox empty; no ack -> kept and resent; reboot -> the same alarm_id
 again; duplicates and strangers harmless; a torn temp file from a power cut ignored, nothing lost."""
 
 import json
 import os
 
-from mptest import eq, run, test, true
+from mptest import eq, run, test, wipe
 from pendant.alarm import Alarms
-from pendant.outbox import Outbox
-from pendant.state import State
+from pendant.boot import count_boot, load_state, open_outbox
 
 FIX = (52373101, 4892203, 8, 1764403190)
 CELL = ("LTE", 204, 8, "0x2B5C", "0x01A2F30")
@@ -18,6 +17,7 @@ class Session:  # what Alarms needs from mqtt.Session
     def __init__(self):
         self.up = True
         self.gen = 1
+        self._retry = [0, 0]
         self.published = []
 
     async def publish(self, sub, payload):
@@ -26,18 +26,15 @@ class Session:  # what Alarms needs from mqtt.Session
         return self.up
 
 
-class Modem:  # what Alarms reads from the modem: fix, cell, clock, one quick GNSS query
-    def __init__(self, fix=None, quick=None):
+class Modem:  # what Alarms reads from the modem: fix, cell, registration, clock
+    def __init__(self, fix=FIX):
         self.fix = fix
+        self.fix_ticks = 0
         self.cell = CELL
-        self.quick = quick
-        self.clock = self
+        self.reg = "home"
 
     def now(self):
         return 1764403200
-
-    async def gnss_query(self, ms, lock_ms):
-        return self.quick
 
 
 class Board:
@@ -49,33 +46,25 @@ class Board:
 
 
 def clean():
-    for folder in ("outbox",):
-        try:
-            for name in os.listdir(folder):
-                os.remove(folder + "/" + name)
-        except OSError:
-            pass
-    for name in ("state.json", "state.tmp"):
-        try:
-            os.remove(name)
-        except OSError:
-            pass
+    wipe("outbox", "outbox-fb")
+    with open("state.json", "w") as f:  # a pendant that has booted 0 times
+        f.write('{"boot":0,"seq":0,"sess":0,"open":null}')
 
 
 def boot(modem=None, session=None):
     """A pendant starting over the flash in the current directory: new objects, same files."""
-    state = State()
+    state = load_state()
     alarms = Alarms(
         session or Session(),
-        Outbox(),
+        open_outbox(),
         state,
-        modem or Modem(FIX),
+        modem or Modem(),
         Board(),
         {"ack_timeout_s": 30},
         lambda: 87,
         lambda count=0: None,
     )
-    state.begin_boot(alarms.highest_boot())
+    count_boot(state, alarms)
     return alarms
 
 
@@ -87,7 +76,7 @@ def queued(alarms):
 async def press_publish_ack_and_the_outbox_is_empty():
     clean()
     alarms = boot()
-    alarm_id = await alarms.raise_alarm()
+    alarm_id = alarms.raise_alarm()
     eq(alarm_id, "1-1")
     eq(queued(alarms), ["1-1"])  # on flash before anything else
     await alarms.send()
@@ -115,7 +104,7 @@ async def press_publish_ack_and_the_outbox_is_empty():
 async def without_ack_it_stays_and_is_resent_after_a_reconnect_and_after_the_timeout():
     clean()
     alarms = boot()
-    await alarms.raise_alarm()
+    alarms.raise_alarm()
     await alarms.send()
     await alarms.send()  # not due again yet
     eq(len(alarms.session.published), 1)
@@ -137,7 +126,7 @@ async def offline_the_alarm_waits_on_flash():
     session = Session()
     session.up = False
     alarms = boot(session=session)
-    await alarms.raise_alarm()
+    alarms.raise_alarm()
     await alarms.send()
     eq(session.published, [])
     eq(queued(alarms), ["1-1"])
@@ -147,12 +136,12 @@ async def offline_the_alarm_waits_on_flash():
 async def after_a_reboot_the_same_alarm_id_is_sent_again_and_new_ones_differ():
     clean()
     first = boot()
-    await first.raise_alarm()
+    first.raise_alarm()
     await first.send()
     second = boot()  # power cut and reboot: new objects over the same folder
     await second.send()
     eq(second.session.published[0][1]["alarm_id"], "1-1")
-    eq(await second.raise_alarm(), "2-1")
+    eq(second.raise_alarm(), "2-1")
     await second.send()
     eq([m["alarm_id"] for _, m in second.session.published], ["1-1", "2-1"])
     await second.on_ack("1-1", "received")
@@ -163,8 +152,8 @@ async def after_a_reboot_the_same_alarm_id_is_sent_again_and_new_ones_differ():
 async def duplicate_and_unknown_acks_are_harmless():
     clean()
     alarms = boot()
-    await alarms.raise_alarm()
-    await alarms.raise_alarm()
+    alarms.raise_alarm()
+    alarms.raise_alarm()
     await alarms.send()
     await alarms.on_ack("9-9", "received")
     await alarms.on_ack("1-1", "received")
@@ -177,12 +166,12 @@ async def duplicate_and_unknown_acks_are_harmless():
 async def a_torn_temp_file_is_ignored_and_nothing_is_lost():
     clean()
     alarms = boot()
-    await alarms.raise_alarm()
-    with open("outbox/00000002.tmp", "wb") as f:  # the power went while the next alarm was written
+    alarms.raise_alarm()
+    with open("outbox/00000002.msg.tmp", "wb") as f:  # the power went while the next alarm was written
         f.write(b'alarm\n{"alarm_id":"1-2","kind":"pa')
     again = boot()
     eq(queued(again), ["1-1"])
-    true("00000002.tmp" not in os.listdir("outbox"), "torn file removed")
+    eq(os.listdir("outbox"), ["00000001.msg"])  # the torn file removed
     await again.send()
     eq(again.session.published[0][1]["alarm_id"], "1-1")
 
@@ -194,7 +183,7 @@ async def a_complete_temp_file_is_kept():
         os.mkdir("outbox")
     except OSError:
         pass  # there already
-    with open("outbox/00000007.tmp", "wb") as f:  # written in full; the rename did not happen
+    with open("outbox/00000007.msg.tmp", "wb") as f:  # written in full; the rename did not happen
         f.write(b'alarm\n{"alarm_id":"4-2","kind":"panic"}')
     alarms = boot()
     eq(queued(alarms), ["4-2"])
@@ -202,26 +191,37 @@ async def a_complete_temp_file_is_kept():
 
 
 @test
-async def without_a_fix_one_quick_query_else_the_cell():
+async def without_a_fix_the_cell_goes_with_the_alarm():
     clean()
-    alarms = boot(Modem(None, FIX))
-    await alarms.raise_alarm()
+    alarms = boot(Modem(None))
+    alarms.raise_alarm()
     await alarms.send()
     message = alarms.session.published[0][1]
-    eq((message["loc"]["lat"], message["cell"]), (52.373101, None))
+    eq(
+        (message["loc"], message["cell"]),
+        (None, {"mcc": 204, "mnc": 8, "lac": "0x2B5C", "cid": "0x01A2F30", "rat": "LTE"}),
+    )
+
+
+@test
+async def without_a_data_path_the_fallback_is_due_at_once():
     clean()
-    alarms = boot(Modem(None, None))
-    await alarms.raise_alarm()
-    await alarms.send()
-    message = alarms.session.published[0][1]
-    eq((message["loc"], message["cell"]["cid"]), (None, "0x01A2F30"))
+    session = Session()
+    session.up = False
+    session._retry[0] = 2  # reconnecting has failed
+    alarms = boot(session=session)
+    eq(alarms.fallback_due(), None)
+    alarms.raise_alarm()
+    eq(alarms.fallback_due()[1], "1-1")
+    again = boot(session=session)  # and after a reboot it goes on at once
+    eq(again.fallback_due()[1], "1-1")
 
 
 @test
 async def a_test_alarm_is_marked_as_one():
     clean()
     alarms = boot()
-    await alarms.raise_alarm("test", True)
+    alarms.raise_alarm("test", True)
     await alarms.send()
     eq((alarms.session.published[0][1]["kind"], alarms.session.published[0][1]["test"]), ("test", True))
 

@@ -1,22 +1,25 @@
-"""app on MicroPython: config.json checks and the battery estimate."""
+"""app and boot on MicroPython: config.json checks, a pendant fresh from the factory waits for
+provisioning, the watchdog fed only while the worker comes round, and a task that fails does not stop
+the others."""
 
 import os
+from time import ticks_add, ticks_ms
 
-from mptest import eq, raises, run, test
-from pendant import app
+from mptest import eq, raises, run, test, until
+from pendant import app, boot, sched
 
 EXAMPLES = os.getenv("PENDANT_EXAMPLES") or "../../../docs/protocol-examples"
 
 
 @test
 def the_example_device_config_loads():
-    device = app.load_device_config(EXAMPLES + "/device-config.json")
+    device = boot.load_device_config(EXAMPLES + "/device-config.json")
     eq((device["device_id"], device["mqtt"]["port"]), ("pd-0001", 18830))
 
 
 @test
 def a_missing_or_unusable_device_config_says_so():
-    raises(ValueError, app.load_device_config, "no-such-file.json")
+    raises(ValueError, boot.load_device_config, "no-such-file.json")
     for text in (
         '{"device_id":"pd-1"}',
         '{"device_id":"pd-1","mqtt":{"host":"h","port":"x"}}',
@@ -26,16 +29,76 @@ def a_missing_or_unusable_device_config_says_so():
     ):
         with open("config.json", "w") as f:
             f.write(text)
-        raises(ValueError, app.load_device_config)
+        raises(ValueError, boot.load_device_config)
 
 
 @test
-def battery_percent_from_millivolts():
+def without_config_the_pendant_waits_for_provisioning():
+    try:
+        os.remove("config.json")
+    except OSError:
+        pass  # not there
+    eq(boot.start(app.App(None)), False)  # app.main then idles, the REPL a Ctrl-C away
+
+
+class Watchdog:
+    def __init__(self):
+        self.fed = 0
+
+    def feed(self):
+        self.fed += 1
+
+
+class Quiet:  # an idle pendant's parts, as App._idle reads them
+    def __init__(self):
+        self._queued = {}
+        self.open = None
+        self._inbox = []
+        self.call = [0]
+        self._gnss = None
+        self.chan = self
+
+    def ringing(self):
+        return None
+
+    def idle_ms(self):
+        return 0
+
+
+@test
+def the_watchdog_is_fed_only_while_the_worker_comes_round():
     a = app.App(None)
-    a.board = a
-    for mv, percent in ((None, None), (4250, 100), (4200, 100), (3750, 50), (3300, 0), (3000, 0)):
-        a.battery_mv = lambda mv=mv: mv
-        eq(a.battery(), percent, "%s mV" % mv)
+    a.wdt = Watchdog()
+    a.alarms = a.state = a.session = a.modem = Quiet()
+    a._idle()
+    eq(a.wdt.fed, 1)
+    a.alive = ticks_add(ticks_ms(), -400000)  # the worker is stuck: the watchdog will reset the pendant
+    a._idle()
+    eq(a.wdt.fed, 1)
+
+
+@test
+async def a_task_that_fails_does_not_stop_the_others():
+    failed = []
+    count = [0]
+    sched.on_error = lambda task, e: failed.append(repr(e))
+
+    async def bad():
+        await sched.sleep_ms(10)
+        raise ValueError("boom")
+
+    async def good():
+        while True:
+            count[0] += 1
+            await sched.sleep_ms(5)
+
+    sched.create_task(bad())
+    sched.create_task(good())
+    await until(lambda: failed, 2000, "the failure reported")
+    seen = count[0]
+    await until(lambda: count[0] > seen + 3, 2000, "the other task going on")
+    eq(failed, ["ValueError('boom',)"])
+    sched.on_error = None
 
 
 run()

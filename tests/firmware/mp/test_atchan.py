@@ -1,10 +1,23 @@
 """atchan on MicroPython against a fake modem stream: commands, waiters, URCs, prompts, timeouts."""
 
-import asyncio
-
 from fakes import FakeA7670
 from mptest import araises, eq, run, test, true, until
+from pendant import sched
 from pendant.atchan import ATChannel, ATError, ATTimeout
+
+
+def start(coro):
+    """Run coro as a task; the returned list gets its outcome: ["done", value] or ["raised", error]."""
+    outcome = []
+
+    async def wrapper():
+        try:
+            outcome.extend(["done", await coro])
+        except Exception as e:
+            outcome.extend(["raised", e])
+
+    sched.create_task(wrapper())
+    return outcome
 
 
 async def channel():
@@ -14,9 +27,9 @@ async def channel():
         return fake
 
     chan = ATChannel(opener)
-    task = asyncio.create_task(chan.run())
-    await asyncio.sleep_ms(0)
-    return chan, fake, task
+    reader = start(chan.run())
+    await sched.sleep_ms(0)
+    return chan, fake, reader
 
 
 @test
@@ -72,12 +85,13 @@ async def start_result_after_ok():
 async def async_result_is_awaited_outside_the_lock():
     chan, fake, _ = await channel()
     fake.replies["AT+CMQTTPUB="] = "\r\nOK\r\n"
-    publish = asyncio.create_task(chan.command("AT+CMQTTPUB=0,1,60", final="+CMQTTPUB: 0,", final_ms=3000))
+    publish = start(chan.command("AT+CMQTTPUB=0,1,60", final="+CMQTTPUB: 0,", final_ms=3000))
     await until(lambda: fake.count("AT+CMQTTPUB") == 1)
     eq(await chan.command("AT+CSQ"), ["+CSQ: 21,99"])  # runs while the publish waits for its PUBACK
-    true(not publish.done(), "publish still waiting")
+    eq(publish, [], "publish still waiting")
     fake.send("\r\n+CMQTTPUB: 0,0\r\n")
-    eq(await publish, "+CMQTTPUB: 0,0")
+    await until(lambda: publish)
+    eq(publish, ["done", "+CMQTTPUB: 0,0"])
 
 
 @test
@@ -137,28 +151,29 @@ async def data_is_written_only_after_the_prompt():
 async def commands_are_serialised():
     chan, fake, _ = await channel()
     fake.replies["AT+CSQ"] = ""
-    first = asyncio.create_task(chan.command("AT+CSQ", 2000))
-    second = asyncio.create_task(chan.command("AT+CPIN?", 2000))
-    await asyncio.sleep_ms(50)
+    first = start(chan.command("AT+CSQ", 2000))
+    second = start(chan.command("AT+CPIN?", 2000))
+    await sched.sleep_ms(50)
     eq(fake.commands, ["AT+CSQ"])  # the second waits for the first's final result
     fake.send("\r\n+CSQ: 5,99\r\n\r\nOK\r\n")
-    eq(await first, ["+CSQ: 5,99"])
-    eq(await second, ["+CPIN: READY"])
+    await until(lambda: first and second)
+    eq((first, second), (["done", ["+CSQ: 5,99"]], ["done", ["+CPIN: READY"]]))
 
 
 @test
 async def unknown_unsolicited_lines_are_dropped():
     chan, fake, _ = await channel()
     fake.send("\r\nRDY\r\n\r\n*ATREADY: 1\r\n\r\nSMS DONE\r\n")
-    await asyncio.sleep_ms(50)  # the reader polls every 10 ms
+    await sched.sleep_ms(50)  # the reader polls every 10 ms
     eq(await chan.command("AT"), [])
 
 
 @test
 async def end_of_stream_ends_the_reader_and_commands_fail_fast():
-    chan, fake, task = await channel()
+    chan, fake, reader = await channel()
     fake.close()
-    await araises(OSError, task)
+    await until(lambda: reader)
+    eq((reader[0], type(reader[1])), ("raised", OSError))
     await araises(ATTimeout, chan.command("AT", 100))
 
 
@@ -171,12 +186,51 @@ async def the_reader_starts_again_on_a_new_stream():
         return streams.pop(0)
 
     chan = ATChannel(opener)
-    task = asyncio.create_task(chan.run())
-    await asyncio.sleep_ms(0)
+    reader = start(chan.run())
+    await sched.sleep_ms(0)
     first.close()
-    await araises(OSError, task)
-    asyncio.create_task(chan.run())
+    await until(lambda: reader)
+    start(chan.run())
     eq(await chan.command("AT+CSQ"), ["+CSQ: 21,99"])
+
+
+@test
+async def one_handler_for_several_prefixes():
+    chan, fake, _ = await channel()
+    seen = []
+    chan.on(("RING", "+CLIP:", "NO CARRIER"), lambda line, data: seen.append(line))
+    fake.send('\r\nRING\r\n\r\n+CLIP: "+31201234567",145,,,,0\r\n\r\nNO CARRIER\r\n')
+    eq(await chan.command("AT"), [])
+    eq(seen, ["RING", '+CLIP: "+31201234567",145,,,,0', "NO CARRIER"])
+
+
+@test
+async def silence_and_idleness_are_measured():
+    chan, fake, _ = await channel()
+    eq(await chan.command("AT"), [])
+    eq(chan.silent_ms(), 0)  # it answers
+    await sched.sleep_ms(30)
+    true(chan.idle_ms() >= 30, "idle since the last command")
+    fake.silent = True  # it hangs
+    await araises(ATTimeout, chan.command("AT", 50))
+    await sched.sleep_ms(20)
+    true(chan.silent_ms() >= 70, "silent since the last answer: %d" % chan.silent_ms())
+    fake.silent = False
+    eq(await chan.command("AT"), [])
+    eq(chan.silent_ms(), 0)
+
+
+@test
+async def a_sleeping_modem_is_woken_by_dtr_before_the_next_command():
+    chan, fake, _ = await channel()
+    levels = []
+    chan.dtr = levels.append
+    chan.sleep()
+    chan.sleep()  # once is enough
+    eq(levels, [1])
+    eq(await chan.command("AT"), [])
+    eq(levels, [1, 0])  # low before the command went out
+    eq(fake.commands, ["AT"])
 
 
 run()

@@ -1,5 +1,6 @@
 """Stand-in firmware for the bench tests: says HELLO on the board channel, asks the modem for its IMEI,
-prints fixed log lines; on a button press it logs an alarm and vibrates; on release it exits (reboots).
+prints fixed log lines; on a button press it logs an alarm and vibrates; on release it exits (reboots);
+the power button makes it crash (an uncaught exception).
 It never exits by itself otherwise, so a bench that dies must take it down."""
 
 import asyncio
@@ -12,9 +13,7 @@ def log(module, message):
     print(time.ticks_ms(), module + ": " + message)
 
 
-async def command(reader, writer, line):
-    writer.write(line.encode() + b"\r")
-    await writer.drain()
+async def _answer(reader):
     lines = []
     while True:
         answer = (await reader.readline()).strip()
@@ -22,6 +21,17 @@ async def command(reader, writer, line):
             return lines
         if answer:
             lines.append(answer.decode())
+
+
+async def command(reader, writer, line):
+    # A modem that is still booting hears nothing: ask again, as a driver does.
+    while True:
+        writer.write(line.encode() + b"\r")
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(_answer(reader), 1)
+        except asyncio.TimeoutError:  # noqa: UP041 (MicroPython names it so)
+            pass
 
 
 async def main():
@@ -50,6 +60,8 @@ async def main():
         elif line == b"BTN 0\n" and pressed:
             log("app", "button released, rebooting")
             sys.exit(0)
+        elif line == b"PWR 1\n":
+            raise ValueError("the stand-in firmware crashes on the power button")
 
 
 def run():
