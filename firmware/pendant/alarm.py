@@ -4,8 +4,10 @@ location updates while the alarm is open; when the fallback is due.
 An alarm is on flash (outbox) before anything that can fail, so a power cut, a crash or an outage never
 loses it; raising one touches no modem (it works while the modem is busy). Its content never changes:
 every resend is the same message, and a fresh fix goes out as a `location` event instead. `send()`,
-called by the app's worker every 50 ms, publishes every queued alarm once per MQTT connection and again
-every ack_timeout_s until the backend's `alarm/ack` for its alarm_id arrives; only that ack removes it.
+called by the app's worker every 50 ms, publishes every queued alarm once per MQTT connection and again,
+oldest first, while the backend's `alarm/ack` for its alarm_id does not come: ack_timeout_s after the
+send, then after twice the wait before, up to 5 minutes (or ack_timeout_s if longer); a reconnect
+starts the waits again at ack_timeout_s. Only that ack removes it.
 Other queued messages (events that must not be lost) are published once and removed. Duplicate and
 unknown acks are harmless, and the backend stores an alarm once however often it comes.
 The fallback is due for an alarm without an ack after ack_timeout_s, or at once when there was no
@@ -38,7 +40,7 @@ class Alarms:
         self.dark = False
         self.late = None  # [alarm_id, fallback note, outbox name]: acked while its fallback ran
         # outbox name -> [alarm_id, ticks raised (or loaded), session gen of last publish, ticks of it,
-        #  felt, fallback: 0 not due yet, 1 due, 2 done]
+        #  felt, fallback: 0 not due yet, 1 due, 2 done, ms from that publish to the next without an ack]
         self._queued = {}
         self._recent = []  # [alarm_id, operator acknowledged] of acked alarms, newest last
         self._due = True  # something may need sending now
@@ -55,7 +57,7 @@ class Alarms:
             # note written at a press without data path ("{}") is no list yet, and means started
             note = self._note(name)
             started = 0 if self.outbox.note(name) is None else 2 if note and note[6] else 1
-            self._queued[name] = [found["alarm_id"], ticks_ms(), -1, 0, False, started]
+            self._queued[name] = [found["alarm_id"], ticks_ms(), -1, 0, False, started, 0]
         return found
 
     def _note(self, name):
@@ -82,7 +84,7 @@ class Alarms:
         down = not session.up and (session._retry[0] or modem.reg not in _REGISTERED)
         if down:
             self.outbox.put_note(name, b"{}")  # the fallback starts now (and after a reboot)
-        self._queued[name] = [alarm_id, ticks_ms(), -1, 0, False, 1 if down else 0]
+        self._queued[name] = [alarm_id, ticks_ms(), -1, 0, False, 1 if down else 0, 0]
         if not test:
             self.loc = [modem.fix_ticks, ticks_ms(), False]
         log("alarm", "raised " + alarm_id)  # a fixed form (docs/architecture.md): the bench reads it
@@ -94,7 +96,7 @@ class Alarms:
 
     async def send(self):
         """Publish what is due: everything queued after a (re)connect or a new message, and any alarm
-        unacknowledged for ack_timeout_s. Looks at the outbox every second at most, unless due."""
+        whose wait for its ack is over. Looks at the outbox every second at most, unless due."""
         session = self.session
         if not session.up or not self._due and ticks_diff(ticks_ms(), self._looked) < 1000:
             return
@@ -109,7 +111,8 @@ class Alarms:
                 self.outbox.remove(name)
                 continue
             entry = self._queued[name]
-            if entry[2] == session.gen and ticks_diff(ticks_ms(), entry[3]) < self.settings["ack_timeout_s"] * 1000:
+            same = entry[2] == session.gen  # sent on this connection already
+            if same and ticks_diff(ticks_ms(), entry[3]) < entry[6]:
                 continue
             item = self.outbox.read(name)
             if not item:  # acked meanwhile
@@ -117,6 +120,9 @@ class Alarms:
             if not await session.publish(item[0], item[1]):
                 break
             entry[2], entry[3] = session.gen, ticks_ms()
+            # the next wait: ack_timeout_s after the first send on a connection, then doubling (backoff)
+            wait = self.settings["ack_timeout_s"] * 1000
+            entry[6] = max(wait, min(entry[6] * 2, 300000)) if same else wait
             log("alarm", "published " + entry[0])
             if not entry[4]:
                 entry[4] = True

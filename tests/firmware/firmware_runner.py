@@ -67,7 +67,8 @@ def flash(build_dir, folder):
 
 class PendantRun:
     """A bench script and a pendant (64 KB heap) on one flash folder, started now, running in the
-    background; a pendant that ends with SystemExit(0) (a reboot) is started again, as a board restarts."""
+    background; a pendant that ends with SystemExit(0) (a reboot) is started again, as a board restarts,
+    and so is one the bench resets (a `bench: watchdog reset` line: the process is killed first)."""
 
     def __init__(self, build_dir, folder, bench_script, bench_args):
         ports = flash(build_dir, folder)
@@ -80,6 +81,7 @@ class PendantRun:
         self.bench = subprocess.Popen([tool("micropython"), *args], cwd=MP, env=env, stdout=self._bench_out)
         self.pendant = None
         self.boots = 0
+        self.resets = 0
         self.ended = None
 
     def poll(self):
@@ -87,9 +89,14 @@ class PendantRun:
         if self.bench.poll() is not None:
             self.stop()  # at once: the other runs get the CPU
             return True
+        bench = self.bench_log.read_text()
         if self.pendant is None:
-            if "bench: listening" not in self.bench_log.read_text():
+            if "bench: listening" not in bench:
                 return False
+        elif bench.count("bench: watchdog reset") > self.resets:
+            self.resets += 1
+            self.pendant.kill()  # a reset: no chance to finish anything
+            self.pendant.wait()
         elif self.pendant.poll() != 0:
             return False  # running, or crashed (the bench's FAIL and the log tell)
         self.boots += 1

@@ -32,18 +32,21 @@ SCENARIOS = {
     "power_off": [r"app: power button", r"app: switching off \(button\)"],
     "power_off_silent_alarm": [r"app: power off refused: silent alarm"],
     "gesture": [r"alarm: raised \S+$"],
+    "watchdog_reset": [r"alarm: published \S+$", r"alarm: acked \S+ after \d+ ms$"],
 }
+BOOTS = {"watchdog_reset": 2}  # scenarios that restart the pendant: how many times it must have started
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Every scenario run, at most six at a time: name -> (pendant log, bench log, boots)."""
+    """Every scenario run, in two groups: name -> (pendant log, bench log, boots)."""
     build_dir = build(tmp_path_factory.mktemp("build"))
     names = list(SCENARIOS)
+    size = (len(names) + 1) // 2
     out = {}
-    for i in range(0, len(names), 6):
+    for i in range(0, len(names), size):
         runs = {}
-        for name in names[i : i + 6]:
+        for name in names[i : i + size]:
             runs[name] = PendantRun(build_dir, tmp_path_factory.mktemp(name), "scenario_bench.py", [name])
         run_all(list(runs.values()), 270)
         for name, run in runs.items():
@@ -64,6 +67,7 @@ def test_scenario(name, results):
     # No crash, no reboot for want of memory; a step retried after a collection (`short of memory`,
     # the firmware's answer to a heap in pieces) is allowed, and counted in the output.
     assert "Traceback" not in log and "MemoryError" not in log and "out of memory" not in log, report
+    assert boots == BOOTS.get(name, boots), report
     for line in SCENARIOS[name]:
         assert re.search(line, log, re.MULTILINE), f"no line like {line!r}\n{report}"
     print(f"{name}: peak heap {peak_heap(log)} bytes of 64K, {log.count('short of memory')} steps retried")

@@ -4,7 +4,9 @@ sim.json in the current directory (the pendant's flash folder) names the ports:
 `{"modem": ["127.0.0.1", <port>], "io": ["127.0.0.1", <port>]}`. The io channel carries ASCII lines
 (docs/architecture.md, "Virtual board channel"): the bench sends `BTN`, `PWR`, `VBAT`, `CHG`; the pendant
 sends `HELLO <device_id> <fw>` once per connection, `VIB <pattern>`, `MCU light_sleep` / `MCU active`,
-`WDT <ms>` / `FEED`, `PWRKEY <ms>`, `DTR <0|1>` and `OFF`. Both are plain non-blocking sockets, polled
+`WDT <ms>` / `FEED`, `PWRKEY <ms>`, `DTR <0|1>` and `OFF`. One test fault, for the watchdog's scenario:
+the bench's `HANG` stops the interpreter for good (a driver that never returns), so that nothing feeds
+the watchdog any more. Both are plain non-blocking sockets, polled
 (asyncio's streams would cost heap the pendant does not have). A light sleep is a poll of both sockets:
 bytes from the bench or the modem wake the pendant, as a pin or the modem's RI line wake the ESP32.
 """
@@ -148,6 +150,8 @@ class Board:
                     end = buf.find(b"\n")
                     if name in self.pins and value.isdigit():
                         self.pins[name] = int(value)
+                    elif name == "HANG":  # the test fault above: only the bench's watchdog ends it
+                        block(0x3FFFFFFF)  # 12 days
                     else:
                         log("board", "unknown io line %r" % name)
         finally:

@@ -38,6 +38,8 @@ class Bench:
         self.retained = CONFIG % (1, b"")  # the config the broker keeps
         self.auto_ack = True
         self.modem_clients = 0
+        self.wdt = None  # [ms, ticks of the last FEED] while the pendant's watchdog is armed
+        self.resets = 0  # watchdog resets (firmware_runner restarts the pendant at each)
 
     def on_subscribe(self, topic):
         if topic.endswith(b"/config") and self.retained:
@@ -134,9 +136,26 @@ class Bench:
             if not line.startswith("FEED") and not line.startswith("DTR"):
                 print("bench: io %s" % line)
             self.io_lines.append(line)
+            if line.startswith("WDT "):
+                self.wdt = [int(line[4:]), time.ticks_ms()]
+            elif line == "FEED" and self.wdt:
+                self.wdt[1] = time.ticks_ms()
+            elif line == "OFF":  # no power, no watchdog
+                self.wdt = None
             if line.startswith("PWRKEY") and self.fake.silent:  # the power cycle revives a hung modem
                 self.fake.silent = False
                 self.fake.subscribed = []
+
+    async def watchdog(self):
+        # The board's watchdog, as the WDT line armed it: no FEED within its ms resets the pendant. The
+        # line below is the reset: firmware_runner kills the pendant's process and starts it again.
+        while True:
+            await asyncio.sleep_ms(100)
+            wdt = self.wdt
+            if wdt and time.ticks_diff(time.ticks_ms(), wdt[1]) > wdt[0]:
+                self.wdt = None
+                self.resets += 1
+                print("bench: watchdog reset")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -363,6 +382,26 @@ async def s_modem_hang(b):
         raise Failed("alarm %r" % alarm)
 
 
+async def s_watchdog_reset(b):
+    """The pendant stuck (the sim board's HANG fault: nothing runs any more) feeds the watchdog no more:
+    the board resets, the pendant boots again and resends its unacked alarm, same alarm_id."""
+    b.auto_ack = False
+    await b.online()
+    await b.press()
+    alarm = await b.pub("alarm", "alarm published")
+    await b.wait("watchdog armed and fed", lambda: b.wdt and b.io_lines.count("FEED") >= 3)
+    clients = b.modem_clients
+    b.send_io("HANG")
+    await b.wait("watchdog reset", lambda: b.resets, 60)
+    n, lines = len(b.pubs), len(b.io_lines)  # the stuck pendant sends nothing, the killed one neither
+    again = await b.pub("alarm", "alarm resent after the boot", after=n, timeout_s=90)
+    if again["alarm_id"] != alarm["alarm_id"] or b.modem_clients <= clients:
+        raise Failed("resent %r after %d modem connections" % (again, b.modem_clients))
+    await b.wait("watchdog armed again", lambda: b.wdt)
+    b.ack(alarm["alarm_id"], "received")
+    await b.io_line("VIB received", "ack felt after the boot", after=lines)
+
+
 async def s_gesture(b):
     """The multi-press gesture (config presses: 3) raises an alarm too."""
     b.retained = CONFIG % (1, b',"presses":3')
@@ -413,6 +452,7 @@ async def main(modem_port, io_port, name):
     bench = Bench()
     await asyncio.start_server(bench.modem_client, "127.0.0.1", modem_port)
     await asyncio.start_server(bench.io_client, "127.0.0.1", io_port)
+    asyncio.create_task(bench.watchdog())
     print("bench: listening")
     try:
         await asyncio.wait_for(globals()["s_" + name](bench), 600)

@@ -4,6 +4,7 @@ again; duplicates and strangers harmless; a torn temp file from a power cut igno
 
 import json
 import os
+from time import ticks_add
 
 from mptest import eq, run, test, wipe
 from pendant.alarm import Alarms
@@ -113,11 +114,56 @@ async def without_ack_it_stays_and_is_resent_after_a_reconnect_and_after_the_tim
     alarms.on_connect()
     await alarms.send()
     eq(len(alarms.session.published), 2)
-    alarms.settings["ack_timeout_s"] = 0  # the ack timeout passes
+    entry = alarms._queued["00000001.msg"]
+    entry[3] = ticks_add(entry[3], -30000)  # the ack timeout passes (the send's ticks moved back)
     alarms._looked -= 1000
     await alarms.send()
     eq([m["alarm_id"] for _, m in alarms.session.published], ["1-1", "1-1", "1-1"])
     eq(alarms.board.vibrations, ["sent"])  # the wearer feels the first send only
+
+
+async def resent_after(alarms, ms):
+    # Move every queued alarm's last send ms back in time (a clock that ran on) and let send() look:
+    # the ids published now.
+    for entry in alarms._queued.values():
+        entry[3] = ticks_add(entry[3], -ms)
+    published = alarms.session.published
+    n = len(published)
+    alarms._due = True
+    await alarms.send()
+    return [m["alarm_id"] for _, m in published[n:]]
+
+
+@test
+async def unacked_alarms_are_resent_with_backoff_in_order_until_the_ack():
+    clean()
+    alarms = boot()
+    alarms.raise_alarm()
+    await alarms.send()
+    waits = []
+    for _ in range(6):
+        wait = alarms._queued["00000001.msg"][6]
+        waits.append(wait)
+        eq(await resent_after(alarms, wait - 500), [], "half a second before the wait is over")
+        eq(await resent_after(alarms, 500), ["1-1"], "once the wait is over")
+    eq(waits, [30000, 60000, 120000, 240000, 300000, 300000])
+    eq(await resent_after(alarms, 299000), [], "capped, and not sooner")
+    eq(await resent_after(alarms, 1000), ["1-1"])
+    alarms.raise_alarm()  # a second alarm: sent at once, its own wait starts at the ack timeout
+    eq(await resent_after(alarms, 0), ["1-2"])
+    eq(alarms._queued["00000002.msg"][6], 30000)
+    alarms.session.gen += 1  # a reconnect: both at once, oldest first, and the waits start again
+    alarms.on_connect()
+    eq(await resent_after(alarms, 0), ["1-1", "1-2"])
+    eq([alarms._queued[name][6] for name in sorted(alarms._queued)], [30000, 30000])
+    eq(await resent_after(alarms, 29500), [])
+    eq(await resent_after(alarms, 500), ["1-1", "1-2"])
+    await alarms.on_ack("1-1", "received")  # the ack ends the resends of that alarm only
+    eq(await resent_after(alarms, 60000), ["1-2"])
+    await alarms.on_ack("1-2", "received")
+    eq(await resent_after(alarms, 300000), [])
+    eq(queued(alarms), [])
+    eq(alarms.board.vibrations, ["sent", "sent", "received", "received"])  # felt once per alarm
 
 
 @test

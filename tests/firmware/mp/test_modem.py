@@ -3,7 +3,7 @@ real modems print them), the clock, and the CMQTT family with its quirks."""
 
 from fakes import FakeA7670
 from mptest import araises, eq, run, test, true, until
-from pendant import sched
+from pendant import gnss, sched
 from pendant.atchan import ATChannel, ATError
 from pendant.gnss import unix_time
 from pendant.modem import ACTIVE, DIALLING, ENDED, FAILED, IDLE, Modem
@@ -83,6 +83,33 @@ async def gnss_ready_is_noted():
     eq(modem._gnss, None)
     fake.send("\r\n+CGNSSPWR: READY!\r\n")
     await until(lambda: modem._gnss is True)
+
+
+class Located:  # what gnss.tick reads of the app: an idle pendant (no alarm open, no locate waiting)
+    def __init__(self, modem):
+        self.modem = modem
+        self.at = [100, 0, 200, 0, 0, 0]  # now 100 s; the next refresh at 200 s; the current one over
+        self.state = self
+        self.open = self.locating = None
+        self.settings = {"fix_s": 600, "loc_s": 60}
+
+
+@test
+async def a_modem_refusing_cgnsspwr_is_a_sim7600_cgps_and_cgpsinfo():
+    fake = FakeA7670()
+    fake.replies["AT+CGNSSPWR"] = "\r\nERROR\r\n"  # no such command on a SIM7600
+    fake.replies["AT+CGPS="] = "\r\nOK\r\n"
+    fake.replies["AT+CGPSINFO"] = (
+        "\r\n+CGPSINFO: 5222.386060,N,00453.532180,E,291125,080000.0,5.2,0.0,0.0\r\n\r\nOK\r\n"
+    )
+    modem = await modem_on(fake)
+    eq(await gnss.query(modem), None)  # powering it: no fix asked for yet
+    eq((fake.count("AT+CGNSSPWR=1"), fake.count("AT+CGPS=1"), modem.gps), (1, 1, True))
+    eq(await gnss.query(modem), (52373101, 4892203, 50, 1764403200))
+    eq(modem.fix, (52373101, 4892203, 50, 1764403200))
+    eq((fake.count("AT+CGPSINFO"), fake.count("AT+CGNSSINFO")), (1, 0))
+    await gnss.tick(Located(modem))  # nothing needs it any more: off the SIM7600 way
+    eq((fake.count("AT+CGPS=0"), fake.count("AT+CGNSSPWR=0"), modem._gnss), (1, 0, None))
 
 
 @test
