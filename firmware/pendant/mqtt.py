@@ -96,7 +96,11 @@ class Session:
             if self.up is False:  # lost again meanwhile
                 raise ATError("lost")
         except MemoryError:
+            # No room to load the connect code (a heap in pieces after a loss): try again in 2 s, when
+            # other tasks have let go of what they held, rather than burn the supervisor's ten shortages
+            # (a reboot) within a second.
             self.up = False
+            retry[1] = ticks_add(ticks_ms(), 2000)
             raise  # the supervisor counts these: repeated, they mean a reboot
         except Exception as e:  # whatever else went wrong, the loop retries: never raise into the app
             log("mqtt", "connect: %r" % e)
