@@ -87,13 +87,18 @@ def find_device(
         return session.exec(select(Device).where(or_(*conditions))).first()
 
 
-def get_device(engine: Engine, *, device_id: str) -> Device:
-    """The device, or RegistryError saying how to list them."""
-    with Session(engine) as session:
-        device = session.get(Device, device_id)
+def _existing(session: Session, device_id: str) -> Device:
+    """The device's row, or RegistryError saying how to list them."""
+    device = session.get(Device, device_id)
     if device is None:
         raise RegistryError(f"there is no device {device_id}: see `pendant fleet`")
     return device
+
+
+def get_device(engine: Engine, *, device_id: str) -> Device:
+    """The device, or RegistryError saying how to list them."""
+    with Session(engine) as session:
+        return _existing(session, device_id)
 
 
 def update_device(
@@ -105,9 +110,7 @@ def update_device(
     _check_fields(fields)
     try:
         with session_scope(engine) as session:
-            device = session.get(Device, device_id)
-            if device is None:
-                raise RegistryError(f"there is no device {device_id}: see `pendant fleet`")
+            device = _existing(session, device_id)
             for name, value in fields.items():
                 setattr(device, name, value)
             session.add(device)
@@ -138,9 +141,7 @@ def set_loan_state(
     `returned` (the case reference is cleared), `decommissioned`, `in_stock`, `provisioned`."""
     now = now or utc_now()
     with session_scope(engine) as session:
-        device = session.get(Device, device_id)
-        if device is None:
-            raise RegistryError(f"there is no device {device_id}: see `pendant fleet`")
+        device = _existing(session, device_id)
         lifecycle.check_loan_transition(device_id, device.loan_state, state)
         if state == "issued":
             if not case_ref:
@@ -172,9 +173,7 @@ def set_renewal(
 ) -> Device:
     """Set (or clear) the date by which an issued loan must be renewed."""
     with session_scope(engine) as session:
-        device = session.get(Device, device_id)
-        if device is None:
-            raise RegistryError(f"there is no device {device_id}: see `pendant fleet`")
+        device = _existing(session, device_id)
         device.renewal_due = renewal_due
         session.add(device)
         audit.append(
@@ -191,9 +190,7 @@ def set_renewal(
 def set_recall(engine: Engine, *, device_id: str, recall: bool, actor: str = audit.SYSTEM) -> Device:
     """Flag (or unflag) a pendant to be brought back (a fault, a firmware campaign, the end of a case)."""
     with session_scope(engine) as session:
-        device = session.get(Device, device_id)
-        if device is None:
-            raise RegistryError(f"there is no device {device_id}: see `pendant fleet`")
+        device = _existing(session, device_id)
         device.recall = recall
         session.add(device)
         audit.append(

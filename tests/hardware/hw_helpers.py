@@ -19,9 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from pendant_backend.payloads import DEVICE_TOPICS, topic_for
 from pendant_hardware.loop_thread import LoopThread
+from pendant_hardware.modem_sim import ModemSettings
+from pendant_hardware.virtual_pendant import VirtualPendant
 
 from support import free_port
 
+FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
+FAKE_CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}
 FINAL = re.compile(rb"\r\n(OK|ERROR|NO CARRIER|\+CM[ES] ERROR: [^\r]*)\r\n")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -85,6 +89,23 @@ def on_loop(loop: LoopThread, function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
 
     return loop.run(call())
+
+
+def fake_pendant(
+    loop: LoopThread, directory: Path, firmware_dir: Path = FAKE_FIRMWARE, **modem: Any
+) -> VirtualPendant:
+    """A virtual pendant `pd-0001` (not started) running `firmware_dir`, by default the stand-in firmware;
+    `modem` overrides the modem simulator's settings."""
+    return on_loop(
+        loop,
+        lambda: VirtualPendant(
+            FAKE_CONFIG,
+            directory,
+            firmware_dir=firmware_dir,
+            modem_settings=ModemSettings.for_device("pd-0001", **modem),
+            restart_delay_s=0.1,
+        ),
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:

@@ -15,27 +15,14 @@ from test_board_io import Pins
 
 from pendant_hardware.board_io import line_problem
 from pendant_hardware.loop_thread import LoopThread
-from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.virtual_pendant import VirtualPendant
 
-from hw_helpers import AtClient, on_loop, wait_until
-
-FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
-CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}
+from hw_helpers import AtClient, fake_pendant, on_loop, wait_until
 
 
 @pytest.fixture
 def pendant(bench_loop: LoopThread, tmp_path: Path) -> Iterator[VirtualPendant]:
-    device = on_loop(
-        bench_loop,
-        lambda: VirtualPendant(
-            CONFIG,
-            tmp_path / "pd-0001",
-            firmware_dir=FAKE_FIRMWARE,
-            modem_settings=ModemSettings.for_device("pd-0001", boot_delay_s=0.2),
-            restart_delay_s=0.1,
-        ),
-    )
+    device = fake_pendant(bench_loop, tmp_path / "pd-0001", boot_delay_s=0.2)
     bench_loop.run(device.start())
     bench_loop.run(device.wait_for_line("modem: imei", timeout=30))
     yield device

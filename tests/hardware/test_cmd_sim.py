@@ -19,10 +19,7 @@ from pendant_hardware.sim_control import host_file, pid_alive
 from pendant_hardware.sim_host import BackgroundSimHost
 from pendant_tools.cli import main
 
-from hw_helpers import AtClient
-
-FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
-CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}
+from hw_helpers import FAKE_CONFIG, FAKE_FIRMWARE, AtClient
 
 
 def pendant(*args: str) -> tuple[int, str]:
@@ -32,7 +29,7 @@ def pendant(*args: str) -> tuple[int, str]:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[BackgroundSimHost]:
-    with BackgroundSimHost(tmp_path, [CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1) as sim:
+    with BackgroundSimHost(tmp_path, [FAKE_CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1) as sim:
         sim.wait_for_event("pd-0001", "mem")
         yield sim
 
@@ -153,7 +150,7 @@ def test_what_the_pendant_dialled_and_texted(tmp_path: Path) -> None:
         return ModemSettings.for_device(device_id, call_answer_s=0.05, sms_send_s=0.05)
 
     with BackgroundSimHost(
-        tmp_path, [CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1, modem_settings=fast
+        tmp_path, [FAKE_CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1, modem_settings=fast
     ) as sim:
         sim.wait_for_event("pd-0001", "mem")
         uart = AtClient(sim.pendant("pd-0001").modem.port)
@@ -186,7 +183,7 @@ def test_what_the_pendant_dialled_and_texted(tmp_path: Path) -> None:
 
 
 def test_captured_calls_and_sms_outlive_the_simulator(tmp_path: Path) -> None:
-    with BackgroundSimHost(tmp_path, [CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1) as sim:
+    with BackgroundSimHost(tmp_path, [FAKE_CONFIG], firmware_dir=FAKE_FIRMWARE, restart_delay_s=0.1) as sim:
         sim.wait_for_event("pd-0001", "mem")
         sim.ring("pd-0001", "0612345678")
     # The ringing call was cut when the simulator stopped; the files keep it.
@@ -199,7 +196,7 @@ def test_captured_calls_and_sms_outlive_the_simulator(tmp_path: Path) -> None:
 
 def test_run_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
     config = tmp_path / "pd-0001.json"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps(FAKE_CONFIG))
     code, output = pendant(
         "sim",
         "run",
@@ -231,10 +228,10 @@ def test_errors_from_the_simulator_are_one_line(running: BackgroundSimHost, tmp_
 
 def test_count_refuses_a_provisioned_config_of_another_device(tmp_path: Path) -> None:
     config = tmp_path / "pd-0001.json"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps(FAKE_CONFIG))
     stray = tmp_path / "devices" / "pd-0002" / "config.json"
     stray.parent.mkdir(parents=True)
-    stray.write_text(json.dumps(CONFIG))  # pd-0001's config in pd-0002's folder
+    stray.write_text(json.dumps(FAKE_CONFIG))  # pd-0001's config in pd-0002's folder
     code, output = pendant("sim", "run", "--config", str(config), "--count", "2", "--data-dir", str(tmp_path))
     assert (code, output) == (1, f"Error: {stray}: not the config of pd-0002\n")
 
@@ -252,7 +249,7 @@ def test_run_reports_a_firmware_that_does_not_build(tmp_path: Path) -> None:
     (firmware / "main.py").write_text("import pendant\n")
     (firmware / "pendant/__init__.py").write_text("def broken(:\n")
     config = tmp_path / "pd-0001.json"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps(FAKE_CONFIG))
     code, output = pendant(
         "sim", "run", "--config", str(config), "--firmware", str(firmware), "--data-dir", str(tmp_path)
     )
@@ -265,7 +262,7 @@ def start_simulator(tmp_path: Path, *more: str) -> tuple[subprocess.Popen[str], 
     """`pendant sim run` as a real process with the stand-in firmware (and `more` options); returns it and
     the firmware pid of every pendant once each one runs."""
     config = tmp_path / "pd-0001.json"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps(FAKE_CONFIG))
     command = [
         sys.executable,
         "-c",
@@ -295,7 +292,8 @@ def start_simulator(tmp_path: Path, *more: str) -> tuple[subprocess.Popen[str], 
 
 def test_run_many_until_ctrl_c(tmp_path: Path) -> None:
     # pd-0002 was provisioned (`pendant device provision` wrote its own config): it uses its own account.
-    own = {**CONFIG, "device_id": "pd-0002", "mqtt": {**CONFIG["mqtt"], "user": "pd-0002", "password": "own"}}
+    mqtt = {**FAKE_CONFIG["mqtt"], "user": "pd-0002", "password": "own"}
+    own = {**FAKE_CONFIG, "device_id": "pd-0002", "mqtt": mqtt}
     (tmp_path / "devices" / "pd-0002").mkdir(parents=True)
     (tmp_path / "devices" / "pd-0002" / "config.json").write_text(json.dumps(own))
     process, firmware_pids = start_simulator(tmp_path, "--count", "3")
@@ -322,7 +320,7 @@ def test_run_many_until_ctrl_c(tmp_path: Path) -> None:
     flash = tmp_path / "sim"
     assert json.loads((flash / "pd-0002" / "flash" / "config.json").read_text()) == own
     assert json.loads((flash / "pd-0003" / "flash" / "config.json").read_text()) == {
-        **CONFIG,
+        **FAKE_CONFIG,
         "device_id": "pd-0003",
     }
     assert "pendant sim press pd-0001" in out and out.endswith("simulator stopped\n")

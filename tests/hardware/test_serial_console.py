@@ -14,28 +14,16 @@ import pytest
 import serial
 
 from pendant_hardware.loop_thread import LoopThread
-from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.virtual_pendant import VirtualPendant
 
-from hw_helpers import on_loop
+from hw_helpers import fake_pendant
 
-FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
-CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
 @pytest.fixture
 def pendant(bench_loop: LoopThread, tmp_path: Path) -> Iterator[VirtualPendant]:
-    device = on_loop(
-        bench_loop,
-        lambda: VirtualPendant(
-            CONFIG,
-            tmp_path / "pd-0001",
-            firmware_dir=FAKE_FIRMWARE,
-            modem_settings=ModemSettings.for_device("pd-0001", boot_delay_s=0.2),
-            restart_delay_s=0.1,
-        ),
-    )
+    device = fake_pendant(bench_loop, tmp_path / "pd-0001", boot_delay_s=0.2)
     bench_loop.run(device.start())
     bench_loop.run(device.wait_for_line("modem: imei", timeout=30))
     yield device
@@ -172,16 +160,7 @@ def rebooting_pendant(
     (firmware / "pendant").mkdir(parents=True)
     (firmware / "pendant" / "__init__.py").write_text("")
     (firmware / "main.py").write_text(rebooting_main(request.param))
-    device = on_loop(
-        bench_loop,
-        lambda: VirtualPendant(
-            CONFIG,
-            tmp_path / "pd-0001",
-            firmware_dir=firmware,
-            modem_settings=ModemSettings.for_device("pd-0001", boot_delay_s=0.2),
-            restart_delay_s=0.1,
-        ),
-    )
+    device = fake_pendant(bench_loop, tmp_path / "pd-0001", firmware, boot_delay_s=0.2)
     bench_loop.run(device.start())
     yield device
     bench_loop.run(device.stop())

@@ -12,9 +12,7 @@ import pytest
 from pendant_hardware.sim_control import SimNotRunning, SimRequestError, host_file, request
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
 
-from hw_helpers import AtClient, BenchBroker
-
-FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
+from hw_helpers import FAKE_FIRMWARE, AtClient, BenchBroker
 
 
 def config(device_id: str) -> dict[str, object]:

@@ -10,28 +10,15 @@ from pathlib import Path
 import pytest
 
 from pendant_hardware.loop_thread import LoopThread
-from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.sim_control import pid_alive
 from pendant_hardware.virtual_pendant import FirmwareCrashed, VirtualPendant
 
-from hw_helpers import on_loop
-
-FAKE_FIRMWARE = Path(__file__).parent / "fake_firmware"
-CONFIG = {"device_id": "pd-0001", "mqtt": {"host": "127.0.0.1", "port": 1883}, "apn": "internet"}
+from hw_helpers import fake_pendant, on_loop
 
 
 @pytest.fixture
 def pendant(bench_loop: LoopThread, tmp_path: Path) -> Iterator[VirtualPendant]:
-    device = on_loop(
-        bench_loop,
-        lambda: VirtualPendant(
-            CONFIG,
-            tmp_path / "pd-0001",
-            firmware_dir=FAKE_FIRMWARE,
-            modem_settings=ModemSettings.for_device("pd-0001"),
-            restart_delay_s=0.1,
-        ),
-    )
+    device = fake_pendant(bench_loop, tmp_path / "pd-0001")
     bench_loop.run(device.start())
     yield device
     pid = device.pid
