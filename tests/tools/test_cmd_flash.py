@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from esptool_runner import esptool
 
 from pendant_hardware.rom_loader import RomLoaderPty
 from pendant_hardware.rom_loader.sample_image import micropython_like_image
@@ -29,23 +28,7 @@ def pendant(*args: str) -> tuple[int, str, str]:
 
 def read_back(chip: RomLoaderPty, offset: int, length: int, path: Path) -> bytes:
     """The flash as the real esptool (with its stub) reads it through the emulator."""
-    command = [
-        sys.executable,
-        "-m",
-        "esptool",
-        "--port",
-        chip.port,
-        "--before",
-        "no-reset",
-        "--after",
-        "no-reset",
-    ]
-    result = subprocess.run(
-        [*command, "read-flash", hex(offset), str(length), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = esptool(chip, "read-flash", hex(offset), str(length), str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     return path.read_bytes()
 

@@ -10,26 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from esptool_runner import esptool
 
 from pendant_hardware.rom_loader import Mode, RomLoaderPty
 from pendant_hardware.rom_loader.esp32 import CHIP_DETECT_MAGIC_REG
 
 ESP32_S2_MAGIC = 0x000007C6  # esptool's ESP32-S2 target
-
-
-def esptool(chip: RomLoaderPty, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "esptool",
-        "--port",
-        chip.port,
-        "--before",
-        "no-reset",
-        "--after",
-        "no-reset",
-    ]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_esptool_detects_an_esp32_with_its_mac(chip: RomLoaderPty) -> None:

@@ -7,21 +7,12 @@ from typing import Any
 
 import click
 
+from pendant_backend.health import BATTERY, CONNECTIVITY, FLAGS
+from pendant_backend.lifecycle import LOAN_TRANSITIONS
 from pendant_tools.backend_cli import CONTEXT, open_engine, print_json, table, user_errors, when
 
-CONNECTIVITY = ("online", "late", "offline", "never_seen")
-BATTERY = ("ok", "low", "critical", "unknown")
-FLAGS = (
-    "charging",
-    "weak_signal",
-    "gnss_stale",
-    "outbox_backlog",
-    "firmware_drift",
-    "config_drift",
-    "test_overdue",
-    "renewal_due",
-)
-LOAN = ("in_stock", "provisioned", "issued", "returned", "decommissioned")
+# The loan states in lifecycle order (the keys of the transition table).
+LOAN = tuple(LOAN_TRANSITIONS)
 
 
 def _flags(health: dict[str, Any]) -> str:
