@@ -23,6 +23,8 @@ apt_install() {
 }
 
 apt_install mosquitto python3-venv ${PENDANT_EXTRA_APT:-}
+# The console's front-end packages come from the npm registry (backend/frontend/package-lock.json).
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "setup: creating the virtual environment in .venv"
@@ -37,6 +39,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$repo_root[test]"
     echo "$want" > "$stamp"
+fi
+
+# The console's JavaScript and map data: exactly the versions in the lock file, served by the backend.
+frontend="$repo_root/backend/frontend"
+npm_stamp="$frontend/node_modules/.pendant-installed"
+npm_want=$(sha256sum "$frontend/package-lock.json" | cut -d' ' -f1)
+if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$npm_want" ]; then
+    echo "setup: installing the console's front-end packages (npm ci)"
+    (cd "$frontend" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$npm_want" > "$npm_stamp"
 fi
 
 export PATH="$venv/bin:$PATH"

@@ -29,3 +29,16 @@ class BrokerFixture:
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def add_account(engine, username: str, *roles: str, password: str = PASSWORD) -> str:  # noqa: ANN001
+    """An account holding `roles`, its one-time password already replaced by `password` (as its owner
+    does at the first login); returns the password."""
+    from pendant_backend import users
+
+    _, one_time = users.add_user(engine, username=username, role_names=list(roles), actor="test")
+    users.change_password(engine, username=username, old=one_time, new=password)
+    return password

@@ -64,9 +64,9 @@ def escalation_due(
     *, state: str, test: bool, received_s: float, now_s: float, escalations: int, after_s: int, max_count: int
 ) -> bool:
     """True when an unacknowledged alarm has waited another `after_s` seconds: the first escalation
-    `after_s` after it was received, the next `after_s` later, up to `max_count`. Test alarms are never
-    dispatched, so they never escalate."""
-    if test or state != "received" or escalations >= max_count:
+    `after_s` after it was received, the next `after_s` later, and so on until someone acknowledges it
+    (or up to `max_count`, when that is not 0). Test alarms are never dispatched, so they never escalate."""
+    if test or state != "received" or (max_count and escalations >= max_count):
         return False
     return now_s - received_s >= after_s * (escalations + 1)
 

@@ -7,7 +7,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ class Settings:
     # Health and escalation (docs/operations.md, "Fleet health").
     offline_after_missed: int = 3
     escalate_after_s: int = 60
-    escalate_max: int = 5
+    # 0: escalate again every escalate_after_s until someone acknowledges.
+    escalate_max: int = 0
     rules_interval_s: float = 5.0
     fleet_firmware: str = ""
     # Notifications: empty means no webhook.
@@ -50,6 +51,14 @@ class Settings:
     # The HTTP API for dispatch and police IT.
     api_host: str = "127.0.0.1"
     api_port: int = 18880
+    # Console sessions: the hard end after login, and the idle time that ends one sooner.
+    session_hours: int = 12
+    session_idle_min: int = 30
+    # The force's own map tiles ({z}/{x}/{y}); empty: the embedded offline outlines only.
+    tile_url: str = ""
+    tile_attribution: str = ""
+    # Where `npm ci` put the console's front-end packages (backend/frontend/node_modules).
+    frontend_dir: Path = field(default_factory=lambda: default_frontend_dir())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,13 +92,18 @@ class Settings:
             dynsec_plugin=env.get("PENDANT_DYNSEC_PLUGIN") or find_dynsec_plugin(),
             offline_after_missed=number("PENDANT_OFFLINE_AFTER_MISSED", 3, 1, 100),
             escalate_after_s=number("PENDANT_ESCALATE_AFTER_S", 60, 5, 86400),
-            escalate_max=number("PENDANT_ESCALATE_MAX", 5, 1, 1000),
+            escalate_max=number("PENDANT_ESCALATE_MAX", 0, 0, 100_000),
             fleet_firmware=env.get("PENDANT_FLEET_FIRMWARE") or "",
             webhook_url=env.get("PENDANT_WEBHOOK_URL") or "",
             retain_heartbeats_days=number("PENDANT_RETAIN_HEARTBEATS_DAYS", 30, 1, 3650),
             retain_locations_days=number("PENDANT_RETAIN_LOCATIONS_DAYS", 90, 1, 3650),
             api_host=env.get("PENDANT_API_HOST") or "127.0.0.1",
             api_port=number("PENDANT_API_PORT", 18880, 1, 65535),
+            session_hours=number("PENDANT_SESSION_HOURS", 12, 1, 24),
+            session_idle_min=number("PENDANT_SESSION_IDLE_MIN", 30, 1, 24 * 60),
+            tile_url=check_tile_url(env.get("PENDANT_TILE_URL") or ""),
+            tile_attribution=env.get("PENDANT_TILE_ATTRIBUTION") or "",
+            frontend_dir=Path(env.get("PENDANT_FRONTEND_DIR") or default_frontend_dir()),
         )
 
     @classmethod
@@ -138,6 +152,22 @@ class Settings:
     def mqtt_address(self) -> str:
         """host:port, for messages."""
         return f"{self.mqtt_host}:{self.mqtt_port}"
+
+
+def default_frontend_dir() -> Path:
+    """backend/frontend/node_modules of this checkout, where scripts/setup.sh runs `npm ci`."""
+    return Path(__file__).resolve().parents[1] / "frontend" / "node_modules"
+
+
+def check_tile_url(url: str) -> str:
+    """A tile server URL template with {z}, {x} and {y}, over http(s); '' for none."""
+    if not url:
+        return ""
+    if not url.startswith(("http://", "https://", "/")) or not all(p in url for p in ("{z}", "{x}", "{y}")):
+        raise BackendError(
+            f"PENDANT_TILE_URL must be an http(s) URL with {{z}}, {{x}} and {{y}} in it, not {url!r}"
+        )
+    return url
 
 
 def default_db_url(data_dir: Path) -> str:

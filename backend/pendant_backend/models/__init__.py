@@ -10,19 +10,23 @@ from pendant_backend.models.devices import (
     DevicePublic,
     DeviceUpdate,
 )
+from pendant_backend.models.people import Account, WebSession
 from pendant_backend.models.records import (
     ApiToken,
     AuditEvent,
     BenchReport,
+    Command,
     ConfigDocument,
     HealthEvent,
     Heartbeat,
     Notification,
     Outbound,
+    ServiceBeat,
 )
 
 __all__ = [
     "LOAN_STATES",
+    "Account",
     "Alarm",
     "AlarmBase",
     "AlarmLocation",
@@ -30,6 +34,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "BenchReport",
+    "Command",
     "ConfigDocument",
     "Device",
     "DeviceBase",
@@ -40,6 +45,8 @@ __all__ = [
     "Heartbeat",
     "Notification",
     "Outbound",
+    "ServiceBeat",
+    "WebSession",
     "as_utc",
     "iso",
     "utc_now",

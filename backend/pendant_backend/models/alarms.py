@@ -55,6 +55,9 @@ class Alarm(AlarmBase, table=True):
     resends: int = 0
     # The payload exactly as received, for the record.
     payload: str = ""
+    # The pendant's report of its SMS and voice-call fallback (`evt` `fallback`), when one came.
+    fallback: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    fallback_at: datetime | None = utc_field()
 
     @property
     def raised_at(self) -> datetime:

@@ -56,6 +56,8 @@ class Device(DeviceBase, table=True):
     decommissioned_at: datetime | None = utc_field()
     renewal_due: datetime | None = utc_field()
     recall: bool = False
+    # What was missing when it was issued with an override (`sms`, `call`, `bench`); None when ready.
+    issued_without: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # pbkdf2 of the broker password: the password itself exists only in the device's config.json.
     password_hash: str | None = None
     revoked_at: datetime | None = utc_field()

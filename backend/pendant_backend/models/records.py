@@ -119,12 +119,14 @@ class Notification(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    """A bearer token for the HTTP API, named after the operator who uses it; kept only as a hash."""
+    """A bearer token for the HTTP API, owned by an account whose roles it carries; kept only as a hash."""
 
     __tablename__ = "api_tokens"
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64, unique=True)
+    # None only for tokens made before accounts existed: those are refused.
+    account_id: int | None = Field(default=None, foreign_key="accounts.id", index=True)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = utc_field(nullable=False)
     revoked_at: datetime | None = utc_field()
@@ -143,3 +145,41 @@ class BenchReport(SQLModel, table=True):
     passed: bool
     body: str = Field(sa_type=Text)
     signature: str = Field(max_length=64)
+
+
+class Command(SQLModel, table=True):
+    """A `cmd` sent to a pendant (by a person or the bench) and, once it came, its `cmd/res`."""
+
+    __tablename__ = "commands"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The correlation id on the wire (`cmd.id`, echoed by `cmd/res.id`).
+    command_id: str = Field(max_length=32, unique=True)
+    device_id: str = Field(foreign_key="devices.device_id", index=True, max_length=32)
+    cmd: str = Field(max_length=16)
+    args: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The alarm it was sent for (a `locate` from the alarm view), if any.
+    alarm_pk: int | None = Field(default=None, index=True)
+    requested_by: str = Field(max_length=64)
+    created_at: datetime = utc_field(nullable=False)
+    answered_at: datetime | None = utc_field()
+    ok: bool | None = None
+    err: str | None = Field(default=None, max_length=200)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class ServiceBeat(SQLModel, table=True):
+    """A running backend (ingest) says it is alive, whether it reaches the broker, and when it stopped:
+    the console reads it, so that a dispatcher never watches a screen that looks live while no alarm
+    can arrive."""
+
+    __tablename__ = "service_beats"
+
+    instance: str = Field(primary_key=True, max_length=64)
+    host: str = Field(max_length=64)
+    pid: int
+    started_at: datetime = utc_field(nullable=False)
+    beat_at: datetime = utc_field(nullable=False, index=True)
+    stopped_at: datetime | None = utc_field()
+    broker_connected: bool = False
+    webhook_configured: bool = False
