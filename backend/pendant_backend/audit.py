@@ -150,7 +150,9 @@ def replay(bodies: Iterable[Mapping[str, Any]]) -> tuple[dict[int, AlarmStory], 
         kind, data, pk = body["kind"], body["data"], body.get("alarm_pk")
         story = stories.setdefault(pk, AlarmStory()) if pk is not None else None
         if kind == "alarm_received" and story is not None:
-            story.content, story.state = data["content"], "received"
+            # A second one fills in a placeholder (an alarm first known from its fallback report): the
+            # content changes, what was done with the alarm meanwhile stays.
+            story.content, story.state = data["content"], story.state or "received"
         elif kind == "alarm_acknowledged" and story is not None:
             story.state, story.acknowledged_by, story.acknowledged_at = (
                 "acknowledged",
@@ -229,6 +231,25 @@ def verify_database(engine: Engine) -> list[str]:
             if point_id not in seen_points and point_id not in purged and not story.erased:
                 problems.append(f"trail point #{point_id} of alarm #{pk} is gone (it was deleted)")
     return problems
+
+
+def alarm_events(engine: Engine, alarm_pk: int) -> list[AuditEvent]:
+    """The alarm's own events, oldest first: its audit timeline."""
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(AuditEvent).where(AuditEvent.alarm_pk == alarm_pk).order_by(col(AuditEvent.seq))
+            )
+        )
+
+
+def event_data(item: AuditEvent) -> dict[str, Any]:
+    """The `data` an event's body records; {} for a body that cannot be read (verify_database reports it)."""
+    try:
+        data = json.loads(item.body).get("data")
+    except (ValueError, AttributeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def chain_head(engine: Engine) -> tuple[int, str]:

@@ -9,7 +9,13 @@ A message from a device id the database does not know is rejected (`unknown_devi
 the broker authenticated the sender, so the alarm is stored and acked all the same (losing it would be
 worse), and counted and logged as `unknown_device_alarm`.
 
-The log never carries a position: logs travel to less protected systems than the database.
+A pendant's `fallback` report (what its SMS and calls did) is kept on its alarm. A report that comes
+before its alarm (the alarm failed to store, or this backend refused it) makes a placeholder alarm in the
+queue at once: the pendant told us an alarm exists, and the alarm fills the placeholder in when it
+arrives. A `cmd/res` is stored with the command it answers (pendant_backend.commands).
+
+The log never carries a position or a phone number: logs travel to less protected systems than the
+database.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from pendant_backend import alarms, audit, chain, notify, payloads
+from pendant_backend import alarms, audit, chain, commands, notify, payloads
 from pendant_backend.db import session_scope
 from pendant_backend.models import Alarm, Device, Heartbeat, utc_now
 from pendant_backend.payloads import InvalidPayload
@@ -78,6 +84,38 @@ def describe_alarm(device_id: str, alarm: payloads.Alarm, *, ref: str, fate: str
     batt = f"batt {alarm.batt}%" if alarm.batt is not None else "batt ?"
     what = f"{'TEST ' if alarm.test else ''}{alarm.kind}"
     return f"ALARM {ref} {what}, raised {when}, {where}, {batt}: {fate}"
+
+
+# The columns of an alarm that hold what the pendant sent (a placeholder gets them when its alarm comes).
+SENT_FIELDS = (
+    "kind",
+    "test",
+    "device_time",
+    "lat",
+    "lon",
+    "acc",
+    "loc_time",
+    "loc_src",
+    "cell",
+    "batt",
+    "payload",
+)
+# The kind of a placeholder alarm: only its fallback report has arrived, so what it is is not known yet.
+PLACEHOLDER_KIND = "unknown"
+
+
+def is_placeholder(stored: Alarm) -> bool:
+    """A row made from a fallback report before its alarm came: it has no payload yet."""
+    return stored.payload == ""
+
+
+def describe_fallback(ref: str, report: payloads.FallbackReport) -> str:
+    """One line for the log about a fallback report: what happened, but no phone numbers."""
+    answered = "answered" if report.answered else "not answered"
+    return (
+        f"fallback of {ref}: {len(report.sms)} SMS sent, {len(report.sms_failed)} failed, "
+        f"{report.calls} calls ({answered}), {report.rounds} rounds"
+    )
 
 
 def same_alarm(stored: Alarm, alarm: payloads.Alarm) -> bool:
@@ -137,6 +175,7 @@ class Ingest:
                 elif where.leaf == "evt":
                     self._apply_event(session, device, record, now)
                 else:
+                    commands.record_result(session, device_id=device.device_id, result=record, now=now)
                     log.info("cmd/res from %s: %s ok=%s", device.device_id, record.id, record.ok)
                 session.add(device)
         except Exception as exc:
@@ -165,7 +204,7 @@ class Ingest:
         for attempt in (1, 2):
             try:
                 with session_scope(self.engine) as session:
-                    stored, new = self._store_alarm_once(session, device_id, alarm, raw)
+                    stored, new, completed = self._store_alarm_once(session, device_id, alarm, raw)
                     state, ref, resends, collision = (
                         stored.state,
                         stored.ref,
@@ -186,6 +225,8 @@ class Ingest:
                 ref,
             )
         fate = "stored" if new else f"duplicate #{resends}, acked again"
+        if new and completed:
+            fate = "stored (its fallback report came first)"
         log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate))
         ack = payloads.AlarmAck(alarm_id=alarm.alarm_id, state=state)
         reply = Reply(payloads.topic_for(device_id, "alarm/ack"), payloads.encode_alarm_ack(ack))
@@ -193,7 +234,8 @@ class Ingest:
 
     def _store_alarm_once(
         self, session: Session, device_id: str, alarm: payloads.Alarm, raw: bytes
-    ) -> tuple[Alarm, bool]:
+    ) -> tuple[Alarm, bool, bool]:
+        """(the alarm, stored now, and whether it filled in a placeholder)."""
         now = self.clock()
         # Locked (PostgreSQL): alarms of one device are stored one at a time.
         device = session.get(Device, device_id, with_for_update=True)
@@ -207,41 +249,69 @@ class Ingest:
             device = Device(device_id=device_id, loan_state="provisioned", first_seen_at=now)
         self._touch(device, now)
         session.add(device)
-        earlier = list(
-            session.exec(
-                select(Alarm)
-                .where(Alarm.device_id == device_id, Alarm.alarm_id == alarm.alarm_id)
-                .order_by(col(Alarm.occurrence))
-            )
-        )
+        earlier = self._alarms_with_id(session, device_id, alarm.alarm_id)
         for stored in earlier:
+            if is_placeholder(stored):
+                fresh = self._new_alarm(device_id, alarm, raw, now, occurrence=stored.occurrence)
+                # Everything the pendant sent; its place in the queue, its state and when we first
+                # heard of it (the escalation clock) stay.
+                for name in SENT_FIELDS:
+                    setattr(stored, name, getattr(fresh, name))
+                session.add(stored)
+                self._announce(session, device, stored, alarm, now, completes=True)
+                return stored, True, True
             if same_alarm(stored, alarm):
                 stored.resends += 1
                 session.add(stored)
-                return stored, False
+                return stored, False, False
         stored = self._new_alarm(device_id, alarm, raw, now, occurrence=len(earlier))
         session.add(stored)
         session.flush()
+        self._announce(session, device, stored, alarm, now)
+        return stored, True, False
+
+    @staticmethod
+    def _alarms_with_id(session: Session, device_id: str, alarm_id: str) -> list[Alarm]:
+        return list(
+            session.exec(
+                select(Alarm)
+                .where(Alarm.device_id == device_id, Alarm.alarm_id == alarm_id)
+                .order_by(col(Alarm.occurrence))
+            )
+        )
+
+    def _announce(
+        self,
+        session: Session,
+        device: Device,
+        stored: Alarm,
+        alarm: payloads.Alarm,
+        now: datetime,
+        *,
+        completes: bool = False,
+    ) -> None:
+        """What a stored alarm sets off: its audit event, its first trail point, the webhook."""
+        data = {
+            "ref": stored.ref,
+            "content": chain.digest(audit.alarm_content(stored)),
+            "id_collision": stored.id_collision,
+        }
+        if completes:
+            data["completes"] = True
         audit.append(
-            session,
-            kind="alarm_received",
-            at=now,
-            device_id=device_id,
-            alarm_pk=stored.id,
-            data={
-                "ref": stored.ref,
-                "content": chain.digest(audit.alarm_content(stored)),
-                "id_collision": stored.id_collision,
-            },
+            session, kind="alarm_received", at=now, device_id=device.device_id, alarm_pk=stored.id, data=data
         )
         if alarm.loc is not None:
             alarms.add_trail_point(session, stored, at=now, loc=alarm.loc, source="alarm")
         if alarm.test:
             device.last_test_alarm_at = now
         notify.enqueue(
-            session, event="alarm", body=alarms.webhook_body(stored, device), now=now, device_id=device_id
+            session,
+            event="alarm",
+            body=alarms.webhook_body(stored, device),
+            now=now,
+            device_id=device.device_id,
         )
-        return stored, True
 
     def _new_alarm(
         self, device_id: str, alarm: payloads.Alarm, raw: bytes, now: datetime, *, occurrence: int
@@ -348,5 +418,81 @@ class Ingest:
             else:
                 for alarm in alarms.open_alarms(session, device.device_id):
                     alarms.add_trail_point(session, alarm, at=now, loc=loc, source="evt")
+        if evt.evt == "fallback":
+            self._apply_fallback(session, device, evt, now)
         # The event's name only: its fields may hold a position.
         log.info("evt %s from %s", evt.evt, device.device_id)
+
+    def _apply_fallback(self, session: Session, device: Device, evt: payloads.Event, now: datetime) -> None:
+        try:
+            report = payloads.parse_fallback(evt)
+        except InvalidPayload as exc:
+            self._count(exc.reason)
+            log.warning("ignored the fallback report from %s: %s", device.device_id, exc.detail)
+            return
+        earlier = self._alarms_with_id(session, device.device_id, report.alarm_id)
+        # The newest alarm with that id: an older one with the same id belongs to a pendant's past life.
+        stored = earlier[-1] if earlier else self._placeholder(session, device, report.alarm_id, now)
+        steps = report.steps()
+        if stored.fallback == steps:
+            return  # the same report again (a redelivery): recorded already
+        stored.fallback, stored.fallback_at = steps, now
+        session.add(stored)
+        audit.append(
+            session,
+            kind="alarm_fallback",
+            at=now,
+            device_id=device.device_id,
+            alarm_pk=stored.id,
+            # No phone number: a digest of the report, and what it says in counts.
+            data={
+                "ref": stored.ref,
+                "report": chain.digest(steps),
+                "sms": len(report.sms),
+                "sms_failed": len(report.sms_failed),
+                "calls": report.calls,
+                "answered": report.answered is not None,
+                "call_s": report.call_s,
+                "rounds": report.rounds,
+            },
+        )
+        log.info(describe_fallback(stored.ref, report))
+
+    def _placeholder(self, session: Session, device: Device, alarm_id: str, now: datetime) -> Alarm:
+        """An alarm we know of only from its fallback report: in the queue now, filled in when it comes."""
+        stored = Alarm(
+            device_id=device.device_id,
+            alarm_id=alarm_id,
+            kind=PLACEHOLDER_KIND,
+            state="received",
+            received_at=now,
+            payload="",
+        )
+        session.add(stored)
+        session.flush()
+        audit.append(
+            session,
+            kind="alarm_received",
+            at=now,
+            device_id=device.device_id,
+            alarm_pk=stored.id,
+            data={
+                "ref": stored.ref,
+                "content": chain.digest(audit.alarm_content(stored)),
+                "id_collision": False,
+                "placeholder": True,
+            },
+        )
+        notify.enqueue(
+            session,
+            event="alarm",
+            body=alarms.webhook_body(stored, device, placeholder=True),
+            now=now,
+            device_id=device.device_id,
+        )
+        log.warning(
+            "ALARM %s known only from its fallback report (the alarm did not arrive): queued it, "
+            "to be filled in when the alarm comes",
+            stored.ref,
+        )
+        return stored

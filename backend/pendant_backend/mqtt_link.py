@@ -80,7 +80,7 @@ class MqttLink:
         self.subscriptions = tuple(subscriptions)
         self.handler = handler
         self.session_expiry_s = session_expiry_s
-        self.connected = threading.Event()
+        self._connected = threading.Event()
         self.subscribed = threading.Event()
         # How many connections the broker accepted so far (a new one after every reconnect).
         self.connect_count = 0
@@ -135,6 +135,11 @@ class MqttLink:
                 log.warning("the MQTT link did not stop within %.0f s", timeout)
             self._thread = None
 
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted our connection and it has not dropped."""
+        return self._connected.is_set()
+
     def wait_ready(self, timeout: float) -> bool:
         """True once connected and subscribed (False if that did not happen within `timeout`)."""
         return self.subscribed.wait(timeout)
@@ -168,7 +173,7 @@ class MqttLink:
                 delay = min(delay * 2, _RECONNECT_MAX_S)
                 continue
             pause = self._serve()
-            self.connected.clear()
+            self._connected.clear()
             self.subscribed.clear()
             if self._accepted:
                 delay, warned = _RECONNECT_MIN_S, False
@@ -185,7 +190,7 @@ class MqttLink:
                 return 0
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return 0
-            while self.connected.is_set() and not self._outbox.empty():
+            while self._connected.is_set() and not self._outbox.empty():
                 topic, payload, retain, on_taken = self._outbox.get()
                 info = self._client.publish(topic, payload, qos=1, retain=retain)
                 if on_taken is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -219,7 +224,7 @@ class MqttLink:
         self._reply_of.clear()
         self._open_replies.clear()
         self._on_taken.clear()
-        self.connected.set()
+        self._connected.set()
         log.info("connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present)
         result, self._subscribe_mid = client.subscribe(
             [(topic, SubscribeOptions(qos=1)) for topic in self.subscriptions]
@@ -230,7 +235,7 @@ class MqttLink:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        self.connected.clear()
+        self._connected.clear()
         self.subscribed.clear()
         if not self._stopping.is_set():
             log.warning("disconnected from the broker: %s", reason)

@@ -183,6 +183,32 @@ class Event:
 
 
 @dataclass(frozen=True)
+class FallbackReport:
+    """What the pendant's SMS and call fallback did for one alarm (`evt` `fallback`)."""
+
+    alarm_id: str
+    tst: int | None
+    sms: tuple[str, ...]
+    sms_failed: tuple[str, ...]
+    calls: int
+    answered: str | None
+    call_s: int
+    rounds: int
+
+    def steps(self) -> dict[str, Any]:
+        """The report as the alarm keeps it (`Alarm.fallback`): every field but the alarm id."""
+        return {
+            "sms": list(self.sms),
+            "sms_failed": list(self.sms_failed),
+            "calls": self.calls,
+            "answered": self.answered,
+            "call_s": self.call_s,
+            "rounds": self.rounds,
+            "tst": self.tst,
+        }
+
+
+@dataclass(frozen=True)
 class Command:
     """A command to a device; `args` holds its arguments (e.g. `pattern` for `vibrate`)."""
 
@@ -440,6 +466,27 @@ def parse_event(payload: bytes) -> Event:
     tst = f.integer("tst", nullable=True, lo=0, hi=MAX_UNIX_TIME)
     rest = {k: v for k, v in f.obj.items() if k not in ("evt", "tst")}
     return Event(evt=evt, tst=tst, fields=rest)
+
+
+def parse_fallback(event: Event) -> FallbackReport:
+    """Validate the fields of a `fallback` event (already parsed by `parse_event`)."""
+    f = _Fields(dict(event.fields), "fallback")
+    alarm_id = f.raw("alarm_id")
+    if not is_valid_alarm_id(alarm_id):
+        raise InvalidPayload("bad_alarm_id", f"fallback.alarm_id {alarm_id!r} is not <boot>-<seq>")
+    answered = f.text("answered", nullable=True, max_len=21)
+    if answered is not None and not _PHONE_RE.fullmatch(answered):
+        raise InvalidPayload("bad_value", "fallback.answered is not `+` and digits")
+    return FallbackReport(
+        alarm_id=alarm_id,
+        tst=event.tst,
+        sms=f.phones("sms"),
+        sms_failed=f.phones("sms_failed"),
+        calls=f.integer("calls", lo=0),
+        answered=answered,
+        call_s=f.integer("call_s", lo=0),
+        rounds=f.integer("rounds", lo=0),
+    )
 
 
 def parse_command_result(payload: bytes) -> CommandResult:

@@ -1,4 +1,5 @@
-"""Read side: alarms, devices, heartbeats and health as the CLI and the API show them."""
+"""Read side: alarms, devices, heartbeats and health for the CLI, the case exports and the API (whose typed
+views of them are in pendant_backend.api.schemas)."""
 
 from __future__ import annotations
 
@@ -82,9 +83,10 @@ def latest_heartbeat(engine: Engine, device_id: str) -> Heartbeat | None:
 
 
 def alarm_as_dict(alarm: Alarm) -> dict[str, Any]:
-    """An alarm as JSON-ready data."""
+    """An alarm as JSON-ready data, in full (position and payload included): for the CLI and the case
+    exports, never for the API (api.schemas.AlarmPublic has no position)."""
     data = alarm.model_dump()
-    for key in ("received_at", "acknowledged_at", "resolved_at", "last_escalated_at"):
+    for key in ("received_at", "acknowledged_at", "resolved_at", "last_escalated_at", "fallback_at"):
         data[key] = iso(data[key])
     data["raised_at"] = iso(alarm.raised_at)
     data["ref"] = alarm.ref
@@ -92,7 +94,8 @@ def alarm_as_dict(alarm: Alarm) -> dict[str, Any]:
 
 
 def device_as_dict(device: Device) -> dict[str, Any]:
-    """A device as JSON-ready data, without its password hash."""
+    """A device as JSON-ready data, without its password hash: for the CLI (the API has
+    api.schemas.DevicePublic)."""
     data = device.model_dump(exclude={"password_hash"})
     for key, value in list(data.items()):
         if key.endswith("_at") or key == "renewal_due":

@@ -135,10 +135,16 @@ def set_loan_state(
     actor: str = audit.SYSTEM,
     case_ref: str | None = None,
     renewal_due: datetime | None = None,
+    issued_without: list[str] | None = None,
+    override_reason: str | None = None,
     now: datetime | None = None,
 ) -> Device:
     """Move a pendant along its loan: `issued` (needs a case reference; a renewal date is advised),
-    `returned` (the case reference is cleared), `decommissioned`, `in_stock`, `provisioned`."""
+    `returned` (the case reference is cleared), `decommissioned`, `in_stock`, `provisioned`.
+
+    `issued_without` (with `override_reason`) records a pendant issued although it was not ready
+    (pendant_backend.readiness decides): an `issue_override` event, and the codes stay on the device
+    until it is returned."""
     now = now or utc_now()
     with session_scope(engine) as session:
         device = _existing(session, device_id)
@@ -149,8 +155,10 @@ def set_loan_state(
             _check_fields({"case_ref": case_ref})
             device.case_ref, device.issued_at, device.renewal_due = case_ref, now, renewal_due
             device.returned_at, device.recall = None, False
+            device.issued_without = list(issued_without) if issued_without else None
         elif state == "returned":
             device.returned_at, device.case_ref, device.renewal_due, device.recall = now, None, None, False
+            device.issued_without = None
         elif state == "decommissioned":
             device.decommissioned_at = now
         elif state == "provisioned":
@@ -165,6 +173,15 @@ def set_loan_state(
             device_id=device_id,
             data={"from": previous, "to": state, "case_ref": chain.digest(case_ref) if case_ref else None},
         )
+        if state == "issued" and issued_without:
+            audit.append(
+                session,
+                kind="issue_override",
+                at=now,
+                actor=actor,
+                device_id=device_id,
+                data={"missing": list(issued_without), "reason": override_reason},
+            )
     return device
 
 

@@ -1,17 +1,20 @@
 """Runs the backend until stopped: the MQTT session feeding ingest, the rules thread (health, escalation,
-messages to the pendants, retention) and the webhook thread."""
+messages to the pendants, retention, and the beat that tells the console ingest is alive) and the
+webhook thread."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from pendant_backend import alarms, monitor, notify, outbound, payloads, retention
+from pendant_backend import alarms, monitor, notify, outbound, payloads, retention, service_status
 from pendant_backend.broker import load_secrets
 from pendant_backend.db import engine_for
 from pendant_backend.ingest import Ingest, Reply
@@ -24,6 +27,12 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS = tuple(payloads.topic_for("+", leaf) for leaf in payloads.DEVICE_TOPICS)
 HEALTH_SWEEP_S = 30.0
 RETENTION_EVERY = timedelta(hours=1)
+# Ticks come at every device change too: beat at most this often, unless the broker link changed.
+BEAT_EVERY_S = 1.0
+NO_WEBHOOK_WARNING = (
+    "no webhook configured: alarms reach only the console and the CLI, nobody is pushed an alarm or an "
+    "escalation; set PENDANT_WEBHOOK_URL to the dispatch system's receiver"
+)
 
 
 class Rules:
@@ -101,6 +110,10 @@ class BackendService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules_thread: threading.Thread | None = None
+        # The beat (pendant_backend.service_status): wall-clock times, as the console reads them.
+        self.host = socket.gethostname()
+        self.started_at: datetime | None = None
+        self._last_beat: tuple[float, bool] | None = None
 
     def start(self) -> None:
         """Open (and migrate) the database and connect to the broker in the background."""
@@ -127,6 +140,9 @@ class BackendService:
                 clock=self.clock,
             )
             self.notifier.start()
+        else:
+            log.warning(NO_WEBHOOK_WARNING)
+        self.started_at, self._last_beat = utc_now(), None
         self._stop.clear()
         self._rules_thread = threading.Thread(target=self._run_rules, name="rules", daemon=True)
         self._rules_thread.start()
@@ -156,10 +172,33 @@ class BackendService:
             except Exception:
                 # The rules never take ingest down; the next tick tries again.
                 log.exception("the rules failed; trying again at the next tick")
+            self._beat()
             if self.notifier is not None:
                 self.notifier.wake()
             self._wake.wait(self.settings.rules_interval_s)
             self._wake.clear()
+
+    def _beat(self) -> None:
+        if self.engine is None or self.started_at is None:
+            return
+        connected = self.link is not None and self.link.connected
+        last = self._last_beat
+        if last is not None and last[1] == connected and time.monotonic() - last[0] < BEAT_EVERY_S:
+            return
+        try:
+            service_status.beat(
+                self.engine,
+                host=self.host,
+                started_at=self.started_at,
+                broker_connected=connected,
+                webhook_configured=bool(self.settings.webhook_url),
+                now=utc_now(),
+            )
+        except Exception:
+            # The console then says ingest is stale, which is the truth while we cannot write.
+            log.exception("could not record the service beat; trying again at the next tick")
+            return
+        self._last_beat = (time.monotonic(), connected)
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the backend is connected and subscribed."""
@@ -178,7 +217,23 @@ class BackendService:
         if self.link is not None:
             self.link.stop()
             self.link = None
+            self._record_stop()
             log.info("backend stopped")
+
+    def _record_stop(self) -> None:
+        if self.engine is None or self.started_at is None:
+            return
+        try:
+            service_status.stopped(
+                self.engine,
+                host=self.host,
+                started_at=self.started_at,
+                webhook_configured=bool(self.settings.webhook_url),
+                now=utc_now(),
+            )
+        except Exception:
+            # Without it the console says "stale" a few ticks later instead of "stopped" now.
+            log.exception("could not record that the backend stopped")
 
     def run(self) -> None:
         """Run in the foreground until SIGINT or SIGTERM."""

@@ -57,6 +57,8 @@ class Settings:
     # The force's own map tiles ({z}/{x}/{y}); empty: the embedded offline outlines only.
     tile_url: str = ""
     tile_attribution: str = ""
+    # A CSV of cell positions (OpenCellID's export, or mcc,mnc,lac,cid,lat,lon,range) for cell-only alarms.
+    cell_db: str = ""
     # Where `npm ci` put the console's front-end packages (backend/frontend/node_modules).
     frontend_dir: Path = field(default_factory=lambda: default_frontend_dir())
 
@@ -103,6 +105,7 @@ class Settings:
             session_idle_min=number("PENDANT_SESSION_IDLE_MIN", 30, 1, 24 * 60),
             tile_url=check_tile_url(env.get("PENDANT_TILE_URL") or ""),
             tile_attribution=env.get("PENDANT_TILE_ATTRIBUTION") or "",
+            cell_db=env.get("PENDANT_CELL_DB") or "",
             frontend_dir=Path(env.get("PENDANT_FRONTEND_DIR") or default_frontend_dir()),
         )
 

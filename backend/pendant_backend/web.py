@@ -10,6 +10,10 @@ FastAPI reads the annotations of route functions at run time, so this module doe
 """
 
 import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,9 +37,25 @@ def _unique_id(route: Any) -> str:
     return f"{tag}-{route.name}"
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Parts of the app (the console's live hub) add their start and stop hooks to app.state.
+    for start in app.state.on_start:
+        await start()
+    try:
+        yield
+    finally:
+        for stop in reversed(app.state.on_stop):
+            await stop()
+
+
+Hook = Callable[[], Awaitable[None]]
+
+
 def create_app(engine: Engine, settings: Settings, *, console: bool = True) -> FastAPI:
     """The console and the API over the database behind `engine`."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="Pendant alarm backend",
         version="1",
         description="Alarms, their locations and the fleet's health, for dispatch and police IT.",
@@ -44,6 +64,7 @@ def create_app(engine: Engine, settings: Settings, *, console: bool = True) -> F
         generate_unique_id_function=_unique_id,
     )
     app.state.engine, app.state.settings = engine, settings
+    app.state.on_start, app.state.on_stop = list[Hook](), list[Hook]()
     app.include_router(api_router)
     if console:
         from pendant_backend.console import install
@@ -72,15 +93,79 @@ def create_app(engine: Engine, settings: Settings, *, console: bool = True) -> F
             for error in exc.errors()
         ]
         log.warning("refused %s %s: 422 %s", request.method, request.url.path, "; ".join(problems))
-        return JSONResponse(
-            {"detail": jsonable_encoder(exc.errors()), "problems": problems}, status_code=422
-        )
+        return JSONResponse({"detail": jsonable_encoder(exc.errors()), "problems": problems}, status_code=422)
 
     return app
 
 
-def serve(engine: Engine, settings: Settings, *, host: str, port: int) -> None:
-    """Run the console and the API with uvicorn until Ctrl-C or SIGTERM."""
+def _end_live_streams(app: FastAPI) -> None:
+    hub = getattr(app.state, "hub", None)
+    if hub is not None:
+        hub.end_streams_threadsafe()
+
+
+def _server(app: FastAPI, **options: Any) -> Any:
+    """A uvicorn server that, told to stop, first ends the console's live streams (they never end by
+    themselves; the pages reconnect to whoever serves next)."""
     import uvicorn
 
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", access_log=False)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            _end_live_streams(app)
+            super().handle_exit(sig, frame)
+
+    # A live connection still open after 2 s is closed.
+    return Server(
+        uvicorn.Config(app, access_log=False, timeout_graceful_shutdown=2, lifespan="on", **options)
+    )
+
+
+def serve(engine: Engine, settings: Settings, *, host: str, port: int) -> None:
+    """Run the console and the API with uvicorn until Ctrl-C or SIGTERM."""
+    _server(create_app(engine, settings), host=host, port=port, log_level="info").run()
+
+
+class BackgroundWebServer:
+    """The console and the API served by uvicorn in a thread (for `pendant demo` and the tests);
+    `start()` returns once it listens, `stop()` ends it within a few seconds, open live connections
+    included."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.app = create_app(engine, settings)
+        self.server = _server(self.app, host=host, port=port, log_level="warning")
+        self.config = self.server.config
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one chosen when asked for port 0)."""
+        servers = getattr(self.server, "servers", None) or []
+        for server in servers:
+            for sock in server.sockets:
+                return sock.getsockname()[1]
+        return self.config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Serve in a thread; raise RuntimeError if it is not listening within `timeout` seconds."""
+        self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the web server did not start on {self.host}:{self.config.port}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the web server did not start within {timeout} s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop serving (open pages see the connection drop)."""
+        _end_live_streams(self.app)
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

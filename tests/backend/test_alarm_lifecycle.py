@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from pendant_backend import alarms
 from pendant_backend.lifecycle import TransitionError
 from pendant_backend.models import Alarm, AuditEvent, Notification, Outbound
+from pendant_backend.settings import Settings
 
 
 def stored(engine, ref: str = "pd-0001/12-3") -> Alarm:
@@ -112,15 +113,34 @@ def test_an_unacknowledged_alarm_escalates_every_interval_up_to_the_maximum(engi
     assert received  # the clock, not the wall clock, drove all of it
 
 
+def test_by_default_an_alarm_escalates_every_interval_until_someone_acknowledges_it(
+    engine, ingest, clock
+) -> None:
+    assert Settings.from_env({}).escalate_max == 0
+    ingest.handle(topic("pd-0001", "alarm"), alarm())
+    for level in range(1, 13):  # twelve minutes nobody took it
+        assert alarms.escalate_due(engine, now=clock.advance(59), after_s=60, max_count=0) == []
+        [escalated] = alarms.escalate_due(engine, now=clock.advance(1), after_s=60, max_count=0)
+        assert escalated.escalations == level
+    alarms.acknowledge_alarm(engine, ref="pd-0001/12-3", operator="Ann", now=clock.advance(1))
+    assert alarms.escalate_due(engine, now=clock.advance(3600), after_s=60, max_count=0) == []
+    assert [json.loads(e.body)["data"]["level"] for e in events(engine, "alarm_escalated")] == list(
+        range(1, 13)
+    )
+    hooks = [h for h in notifications(engine) if h["event"] == "escalation"]
+    assert [h["level"] for h in hooks] == list(range(1, 13))
+    assert hooks[-1]["unacknowledged_s"] == 720
+
+
 def test_an_acknowledged_alarm_does_not_escalate(engine, ingest, clock) -> None:
     ingest.handle(topic("pd-0001", "alarm"), alarm())
     alarms.acknowledge_alarm(engine, ref="pd-0001/12-3", operator="Ann", now=clock.advance(30))
-    assert alarms.escalate_due(engine, now=clock.advance(3600), after_s=60, max_count=5) == []
+    assert alarms.escalate_due(engine, now=clock.advance(3600), after_s=60, max_count=0) == []
 
 
 def test_a_test_alarm_runs_the_lifecycle_but_is_never_dispatched(engine, ingest, clock) -> None:
     ingest.handle(topic("pd-0001", "alarm"), alarm("5-1", kind="test", test=True))
-    assert alarms.escalate_due(engine, now=clock.advance(3600), after_s=60, max_count=5) == []
+    assert alarms.escalate_due(engine, now=clock.advance(3600), after_s=60, max_count=0) == []
     [hook] = notifications(engine)
     assert hook["alarm"]["test"] is True
     alarms.acknowledge_alarm(engine, ref="pd-0001/5-1", operator="bench", now=clock())

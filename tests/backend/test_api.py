@@ -1,74 +1,93 @@
-"""The HTTP API: tokens (no default access), fleet summary, devices, health events, alarms with trail,
-ack and resolve under the token's name."""
+"""The JSON API as a whole (both databases): nothing without a valid token of an enabled account, and
+an OpenAPI document a client generator can use. The resources are tested in test_api_alarms.py and
+test_api_fleet.py."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
-from backend_samples import alarm, tele, topic
+from api_support import bearer
+from backend_samples import alarm, topic
 from fastapi.testclient import TestClient
 
-from pendant_backend import monitor, tokens
-from pendant_backend.api import create_app
+from pendant_backend import queries, tokens, users
 from pendant_backend.settings import Settings
+from pendant_backend.web import create_app
+
+from support import add_account
 
 
 @pytest.fixture
-def client(engine, devices) -> TestClient:
-    return TestClient(create_app(engine))
+def client(engine, pendant_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(engine, pendant_settings, console=False)) as client:
+        yield client
 
 
-@pytest.fixture
-def auth(engine) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens.create_token(engine, name='Ann (dispatch)')}"}
+def test_nothing_without_a_valid_token(client, engine, ingest) -> None:
+    ingest.handle(topic("pd-0001", "alarm"), alarm())
+    missing = client.get("/api/v1/fleet/summary")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "log in first (or send an API token)" in missing.json()["detail"]
+    forged = client.get("/api/v1/alarms", headers={"Authorization": "Bearer pdt_nonsense"})
+    assert forged.status_code == 401 and "pendant backend token create" in forged.json()["detail"]
+    assert client.post("/api/v1/alarms/pd-0001/12-3/ack").status_code == 401
+    assert queries.find_alarm(engine, "pd-0001/12-3").state == "received"
 
 
-def test_nothing_without_a_valid_token(client, engine) -> None:
-    assert client.get("/api/v1/fleet/summary").status_code == 401
-    assert client.get("/api/v1/alarms", headers={"Authorization": "Bearer pdt_nonsense"}).status_code == 401
-    token = tokens.create_token(engine, name="Bob")
-    tokens.revoke_token(engine, name="Bob")
+def test_a_revoked_token_or_a_disabled_account_is_refused(client, engine) -> None:
+    headers = bearer(engine, "ann", "dispatcher")
+    assert client.get("/api/v1/alarms", headers=headers).status_code == 200
+    users.set_disabled(engine, username="ann", disabled=True)
+    assert client.get("/api/v1/alarms", headers=headers).status_code == 401
+    add_account(engine, "bob", "dispatcher")
+    token = tokens.create_token(engine, username="bob", label="bob's script")
+    tokens.revoke_token(engine, name="bob's script")
     assert client.get("/api/v1/alarms", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_tokens_are_stored_only_as_hashes(engine) -> None:
-    token = tokens.create_token(engine, name="Carol")
-    [row] = [t for t in tokens.list_tokens(engine) if t.name == "Carol"]
-    assert token not in row.token_hash and row.token_hash == tokens.token_hash(token)
-    with pytest.raises(tokens.TokenError, match="already a token named"):
-        tokens.create_token(engine, name="Carol")
+def _operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            yield path, method, operation
 
 
-def test_alarm_ack_resolve_and_trail(client, auth, ingest, clock) -> None:
-    ingest.handle(topic("pd-0001", "alarm"), alarm())
-    ingest.handle(topic("pd-0001", "tele"), tele())
-    [listed] = client.get("/api/v1/alarms?open_only=true", headers=auth).json()
-    assert listed["ref"] == "pd-0001/12-3" and listed["state"] == "received" and "payload" not in listed
-    trail = client.get("/api/v1/alarms/pd-0001/12-3/trail", headers=auth).json()
-    assert [p["source"] for p in trail] == ["alarm", "tele"]
-    acked = client.post("/api/v1/alarms/pd-0001/12-3/ack", headers=auth)
-    assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "Ann (dispatch)"
-    again = client.post("/api/v1/alarms/pd-0001/12-3/ack", headers=auth)
-    assert again.status_code == 409 and "already acknowledged by Ann (dispatch)" in again.json()["detail"]
-    bad = client.post("/api/v1/alarms/pd-0001/12-3/resolve", headers=auth, json={"resolution": "maybe"})
-    assert bad.status_code == 409
-    done = client.post(
-        f"/api/v1/alarms/{listed['id']}/resolve",
-        headers=auth,
-        json={"resolution": "incident", "note": "on site"},
-    )
-    assert done.status_code == 200 and done.json()["state"] == "resolved"
-    assert client.get("/api/v1/alarms/pd-0001/12-3", headers=auth).json()["note"] == "on site"
-    assert client.get("/api/v1/alarms/pd-0001/99-9", headers=auth).status_code == 404
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        return document["components"]["schemas"][name]
+    return schema
 
 
-def test_fleet_devices_and_health_events(client, auth, engine, ingest, clock) -> None:
-    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70))
-    monitor.evaluate(engine, now=clock(), settings=Settings(data_dir=".", db_url=""))
-    summary = client.get("/api/v1/fleet/summary", headers=auth).json()
-    assert summary["connectivity"]["online"] == 1 and summary["connectivity"]["never_seen"] == 1
-    online = client.get("/api/v1/devices?connectivity=online", headers=auth).json()
-    assert [d["device_id"] for d in online] == ["pd-0001"] and "password_hash" not in online[0]
-    assert client.get("/api/v1/devices/pd-0002", headers=auth).json()["case_ref"] == "case-2"
-    assert client.get("/api/v1/devices/pd-0404", headers=auth).status_code == 404
-    events = client.get("/api/v1/health-events?device_id=pd-0001", headers=auth).json()
-    assert {e["aspect"] for e in events} == {"connectivity", "battery"}
+def test_the_openapi_document_is_typed(client) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document = json.loads(response.text)
+    operations = list(_operations(document))
+    assert len(operations) >= 12
+    ids = [operation["operationId"] for _, _, operation in operations]
+    assert len(ids) == len(set(ids)), f"operation ids repeat: {sorted(ids)}"
+    assert "alarms-list_alarms" in ids and "devices-get_device" in ids
+    for path, method, operation in operations:
+        assert path.startswith("/api/v1/"), path
+        assert operation["tags"], f"{method} {path} has no tag"
+        successes = {code: answer for code, answer in operation["responses"].items() if code.startswith("2")}
+        assert successes, f"{method} {path} documents no success"
+        for code, answer in successes.items():
+            schema = answer["content"]["application/json"]["schema"]
+            assert schema not in ({}, None), f"{method} {path} {code} has an empty schema"
+            assert _resolve(document, schema.get("items", schema)) != {}
+        assert "401" in operation["responses"] and "403" in operation["responses"]
+    for name, schema in document["components"]["schemas"].items():
+        assert schema.get("properties") or schema.get("enum"), f"{name} is not typed"
+
+
+def test_the_document_holds_no_position_outside_the_location_routes(client) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("AlarmPublic", "DevicePublic"):
+        assert not {"lat", "lon", "cell", "payload"} & set(schemas[name]["properties"]), name
+    assert {"lat", "lon", "acc"} <= set(schemas["PositionPublic"]["properties"])
+    resolution = schemas["AlarmResolve"]["properties"]["resolution"]
+    assert resolution["enum"] == ["incident", "precautionary", "false", "test"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pendant_backend import registry
+from pendant_backend.db import engine_for
 from pendant_tools.cli import main
 
 pytestmark = pytest.mark.broker
@@ -68,6 +70,13 @@ def run(settings, *args: str):
         ["backend", "purge"],
         ["fleet"],
         ["fleet", "events"],
+        ["fleet", "readiness"],
+        ["user", "add"],
+        ["user", "list"],
+        ["user", "disable"],
+        ["user", "enable"],
+        ["user", "roles"],
+        ["user", "reset-password"],
     ],
 )
 def test_every_command_has_help_with_examples(command: list[str]) -> None:
@@ -141,14 +150,18 @@ def test_alarms_list_and_show(broker, backend, provision, mqtt_client) -> None:
     pendant.publish("pendant/v1/pd-0001/alarm", (examples / "alarm.json").read_bytes())
     pendant.expect("pendant/v1/pd-0001/alarm/ack")
 
+    # Listings never show where the person is: only whether the alarm came with a fix.
     table = run(broker.settings, "alarms", "list").output
-    assert "pd-0001/12-3" in table and "52.373101,4.892203" in table
+    assert "pd-0001/12-3" in table and "fix" in table and "52.37" not in table
     listed = json.loads(run(broker.settings, "alarms", "list", "--json", "--device", "pd-0001").output)
-    assert [a["ref"] for a in listed] == ["pd-0001/12-3"]
+    assert [(a["ref"], a["location"]) for a in listed] == [("pd-0001/12-3", "fix")]
+    assert not {"lat", "lon", "acc", "cell", "payload"} & set(listed[0])
     assert json.loads(run(broker.settings, "alarms", "list", "--json", "--device", "pd-0404").output) == []
     shown = json.loads(run(broker.settings, "alarms", "show", "pd-0001/12-3", "--json").output)
     assert shown["kind"] == "panic" and shown["batt"] == 87 and shown["state"] == "received"
-    assert "panic" in run(broker.settings, "alarms", "show", str(shown["id"])).output
+    assert "lat" not in shown and "trail" not in shown
+    text = run(broker.settings, "alarms", "show", str(shown["id"])).output
+    assert "panic" in text and "52.37" not in text and "needs --operator" in text
     missing = run(broker.settings, "alarms", "show", "pd-0001/99-9")
     assert missing.exit_code == 1 and "no alarm pd-0001/99-9" in missing.output
 
@@ -188,13 +201,17 @@ def test_broker_run_in_the_foreground_stops_on_sigterm(settings) -> None:
 
 def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
     s = broker.settings
+    assert run(s, "user", "add", "it", "--role", "police_it").exit_code == 0
     assert (
         run(s, "device", "register", "pd-0001", "--imei", "861234567890123", "--operator", "it").exit_code
         == 0
     )
     assert run(s, "device", "provision", "pd-0001").exit_code == 0
-    issued = run(
-        s,
+    changed = run(
+        s, "device", "config", "--fleet", "--set", "sms=+31612345678", "--set", "call=112", "--operator", "it"
+    )
+    assert changed.exit_code == 0 and "published to 1 device" in changed.output
+    issue = [
         "device",
         "issue",
         "pd-0001",
@@ -204,7 +221,14 @@ def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
         "2027-03-31",
         "--operator",
         "it",
+    ]
+    refused = run(s, *issue)
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert "not ready to issue: no passing bench test" in refused.output and "pendant bench" in refused.output
+    registry.store_bench_report(
+        s, engine_for(s), device_id="pd-0001", report={"passed": True}, passed=True, actor="it"
     )
+    issued = run(s, *issue)
     assert issued.exit_code == 0, issued.output
     shown = json.loads(run(s, "device", "show", "pd-0001", "--json").output)
     assert (shown["loan_state"], shown["case_ref"], shown["imei"]) == (
@@ -213,9 +237,8 @@ def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
         "861234567890123",
     )
     assert shown["renewal_due"].startswith("2027-03-31") and "password_hash" not in shown
-    changed = run(
-        s, "device", "config", "--fleet", "--set", "heartbeat_s=300", "--set", "call=112", "--operator", "it"
-    )
+    assert shown["not_ready"] == [] and shown["issued_without"] is None
+    changed = run(s, "device", "config", "--fleet", "--set", "heartbeat_s=300", "--operator", "it")
     assert changed.exit_code == 0 and "published to 1 device" in changed.output
     view = json.loads(run(s, "device", "config", "pd-0001", "--json").output)
     assert view["effective"]["heartbeat_s"] == 300 and view["effective"]["call"] == ["112"]
@@ -241,16 +264,18 @@ def test_operator_acks_resolves_exports_and_verifies(
     broker, backend, provision, mqtt_client, tmp_path: Path
 ) -> None:
     s = broker.settings
+    for username, role in (("ann", "dispatcher"), ("bob", "dispatcher"), ("sue", "supervisor")):
+        assert run(s, "user", "add", username, "--role", role, "--name", username.title()).exit_code == 0
     pendant = mqtt_client(provision("pd-0001"))
     pendant.subscribe("pendant/v1/pd-0001/alarm/ack")
     examples = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
     pendant.publish("pendant/v1/pd-0001/alarm", (examples / "alarm.json").read_bytes())
     pendant.expect("pendant/v1/pd-0001/alarm/ack")
-    assert run(s, "alarms", "resolve", "pd-0001/12-3", "--class", "false", "--operator", "Ann").exit_code == 1
-    acked = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "Ann")
-    assert acked.exit_code == 0 and "acknowledged by Ann" in acked.output
-    twice = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "Bob")
-    assert twice.exit_code == 1 and "already acknowledged by Ann" in twice.output
+    assert run(s, "alarms", "resolve", "pd-0001/12-3", "--class", "false", "--operator", "ann").exit_code == 1
+    acked = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "ann")
+    assert acked.exit_code == 0 and "acknowledged by Ann (ann)" in acked.output
+    twice = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "bob")
+    assert twice.exit_code == 1 and "already acknowledged by ann" in twice.output
     resolved = run(
         s,
         "alarms",
@@ -261,16 +286,23 @@ def test_operator_acks_resolves_exports_and_verifies(
         "--note",
         "on site",
         "--operator",
-        "Ann",
+        "ann",
     )
     assert resolved.exit_code == 0, resolved.output
     out = tmp_path / "case.json"
-    assert run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "Ann").exit_code == 0
+    not_allowed = run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "ann")
+    assert not_allowed.exit_code == 1 and "needs the role supervisor" in not_allowed.output
+    assert run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "sue").exit_code == 0
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     assert run(s, "alarms", "verify", str(out)).exit_code == 0
     assert run(s, "alarms", "verify").exit_code == 0
     document = json.loads(out.read_text())
-    document["alarm"]["acknowledged_by"] = "Bob"
+    assert document["exported_by"] == "sue" and document["alarm"]["acknowledged_by"] == "ann"
+    # The export holds the position and the trail: it is recorded as a view of them, by the supervisor.
+    assert any(
+        '"kind":"location_viewed"' in e["body"] and '"actor":"sue"' in e["body"] for e in document["events"]
+    )
+    document["alarm"]["acknowledged_by"] = "bob"
     out.write_text(json.dumps(document))
     failed = run(s, "alarms", "verify", str(out), "--offline")
     assert failed.exit_code == 2 and "FAILED" in failed.output
@@ -278,9 +310,26 @@ def test_operator_acks_resolves_exports_and_verifies(
 
 def test_token_is_printed_once_and_listed_without_it(broker) -> None:
     s = broker.settings
-    created = CliRunner().invoke(main, ["backend", "token", "create", "Ann"], env=env_for(s))
+    assert run(s, "user", "add", "ann", "--role", "dispatcher").exit_code == 0
+    created = CliRunner().invoke(
+        main, ["backend", "token", "create", "ann", "--label", "desk 2"], env=env_for(s)
+    )
     token = created.stdout.strip()
     assert created.exit_code == 0 and token.startswith("pdt_")
-    listed = run(s, "backend", "token", "list", "--json").output
-    assert "Ann" in listed and token not in listed
-    assert run(s, "backend", "token", "revoke", "Ann").exit_code == 0
+    listed_output = run(s, "backend", "token", "list", "--json").output
+    assert token not in listed_output
+    listed = json.loads(listed_output)
+    assert [(t["name"], t["account"], t["revoked_at"]) for t in listed] == [("desk 2", "ann", "-")]
+    assert run(s, "backend", "token", "revoke", "desk 2").exit_code == 0
+    revoked = json.loads(run(s, "backend", "token", "list", "--json").output)
+    assert revoked[0]["account"] == "ann" and revoked[0]["revoked_at"] != "-"
+    again = run(s, "backend", "token", "revoke", "desk 2")
+    assert again.exit_code == 1 and "no active token named 'desk 2'" in again.output
+
+
+def test_a_token_for_an_unknown_account_is_one_clear_line(broker) -> None:
+    result = run(broker.settings, "backend", "token", "create", "nobody")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: there is no account 'nobody': add it with `pendant user add`"
+    ]

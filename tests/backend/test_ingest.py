@@ -15,10 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
-from pendant_backend import payloads, queries
+from pendant_backend import alarms, audit, chain, commands, payloads, queries
 from pendant_backend.db import make_engine, session_scope
 from pendant_backend.ingest import Ingest, will_is_stale
-from pendant_backend.models import Alarm, AuditEvent, Device, Heartbeat
+from pendant_backend.models import Alarm, AuditEvent, Command, Device, Heartbeat, Notification
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
 ALARM = (EXAMPLES / "alarm.json").read_bytes().rstrip(b"\n")
@@ -287,3 +287,198 @@ def test_times_after_2038_are_stored(ingest: Ingest, engine) -> None:
     ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=2**32 - 1))
     [alarm] = stored_alarms(engine)
     assert alarm.device_time == 2**32 - 1
+
+
+# ---- command results -----------------------------------------------------------------------------
+
+CMD_RES_TOPIC = "pendant/v1/pd-0001/cmd/res"
+LOCATE_RESULT = json.loads((EXAMPLES / "events" / "cmd-res-locate.json").read_bytes())
+
+
+def locate_answer(command_id: str, **changes: object) -> bytes:
+    return json.dumps({**LOCATE_RESULT, "id": command_id, **changes}, separators=(",", ":")).encode()
+
+
+def test_a_locate_answer_is_stored_and_joins_the_trail(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    [alarm] = stored_alarms(engine)
+    sent = commands.send(engine, device_id="pd-0001", cmd="locate", requested_by="ann", alarm_pk=alarm.id)
+    outcome = ingest.handle(CMD_RES_TOPIC, locate_answer(sent.command_id))
+    assert outcome.invalid is None and outcome.error is None
+    [answered] = commands.for_alarm(engine, alarm.id)
+    assert (answered.ok, answered.answered_at, answered.err) == (True, NOW, None)
+    assert answered.result == {"loc": LOCATE_RESULT["loc"], "cell": None}
+    assert [(p.source, p.lat) for p in alarms.trail(engine, alarm_pk=alarm.id)] == [
+        ("alarm", 52.373101),
+        ("locate", LOCATE_RESULT["loc"]["lat"]),
+    ]
+    with Session(engine) as session:
+        assert session.exec(select(AuditEvent).where(AuditEvent.kind == "command_answered")).one()
+
+
+def test_a_failed_command_keeps_its_reason(ingest: Ingest, engine) -> None:
+    sent = commands.send(engine, device_id="pd-0001", cmd="selftest", requested_by="ann")
+    payload = json.dumps({"id": sent.command_id, "ok": False, "err": "modem busy"}).encode()
+    assert ingest.handle(CMD_RES_TOPIC, payload).error is None
+    with Session(engine) as session:
+        row = session.exec(select(Command)).one()
+    assert (row.ok, row.err, row.result) == (False, "modem busy", None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"id":"c-81"}', b'{"id":"c-81","ok":false}', b'{"ok":true}', b'{"id":"c-81","ok":"yes"}', b"[]"],
+)
+def test_a_malformed_result_is_set_aside_and_ingest_goes_on(
+    payload: bytes, ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent = commands.send(engine, device_id="pd-0001", cmd="locate", requested_by="ann")
+    with caplog.at_level(logging.WARNING, logger="pendant_backend.ingest"):
+        outcome = ingest.handle(CMD_RES_TOPIC, payload.replace(b"c-81", sent.command_id.encode()))
+    assert outcome.invalid is not None and CMD_RES_TOPIC in caplog.text
+    with Session(engine) as session:
+        assert session.exec(select(Command)).one().answered_at is None
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+
+
+def test_a_locate_answer_with_a_broken_position_is_stored_without_a_trail_point(
+    ingest: Ingest, engine
+) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    [alarm] = stored_alarms(engine)
+    sent = commands.send(engine, device_id="pd-0001", cmd="locate", requested_by="ann", alarm_pk=alarm.id)
+    broken = {"lat": 200, "lon": 4.9, "acc": 8, "tst": None, "src": "gnss"}
+    assert ingest.handle(CMD_RES_TOPIC, locate_answer(sent.command_id, loc=broken)).error is None
+    assert commands.for_alarm(engine, alarm.id)[0].answered_at == NOW
+    assert [p.source for p in alarms.trail(engine, alarm_pk=alarm.id)] == ["alarm"]
+
+
+def test_an_answer_to_a_command_we_never_sent_changes_nothing(ingest: Ingest, engine) -> None:
+    outcome = ingest.handle(CMD_RES_TOPIC, locate_answer("c-000000000000"))
+    assert outcome.invalid is None and outcome.error is None
+    with Session(engine) as session:
+        assert session.exec(select(Command)).all() == []
+
+
+# ---- fallback reports ------------------------------------------------------------------------------
+
+EVT_TOPIC = "pendant/v1/pd-0001/evt"
+FALLBACK = json.loads((EXAMPLES / "events" / "evt-fallback.json").read_bytes())
+
+
+def fallback(**changes: object) -> bytes:
+    return json.dumps({**FALLBACK, **changes}, separators=(",", ":")).encode()
+
+
+def audit_bodies(engine, kind: str) -> list[dict]:
+    with Session(engine) as session:
+        rows = session.exec(select(AuditEvent).where(AuditEvent.kind == kind).order_by(AuditEvent.seq))
+        return [json.loads(e.body) for e in rows]
+
+
+def test_a_fallback_report_is_kept_on_its_alarm_and_audited_without_numbers(
+    ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    with caplog.at_level(logging.INFO):
+        outcome = ingest.handle(EVT_TOPIC, fallback())
+    assert outcome.invalid is None and outcome.error is None
+    [alarm] = stored_alarms(engine)
+    assert alarm.fallback == {k: v for k, v in FALLBACK.items() if k not in ("evt", "alarm_id")}
+    assert alarm.fallback_at == NOW
+    [event] = audit_bodies(engine, "alarm_fallback")
+    assert event["alarm_pk"] == alarm.id
+    assert event["data"] == {
+        "ref": "pd-0001/12-3",
+        "report": chain.digest(alarm.fallback),
+        "sms": 1,
+        "sms_failed": 0,
+        "calls": 2,
+        "answered": True,
+        "call_s": 95,
+        "rounds": 1,
+    }
+    with Session(engine) as session:
+        bodies = " ".join(e.body for e in session.exec(select(AuditEvent)))
+    # The full number nowhere; the short one not as a value (its digits may occur in any hash).
+    assert "+31612345678" not in bodies and "+31612345678" not in caplog.text
+    assert '"112"' not in bodies and " 112" not in caplog.text
+    assert "fallback of pd-0001/12-3: 1 SMS sent" in caplog.text
+    assert audit.verify_database(engine) == []
+
+
+def test_the_same_report_again_is_recorded_once_and_a_new_one_replaces_it(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    ingest.handle(EVT_TOPIC, fallback())
+    ingest.handle(EVT_TOPIC, fallback())  # redelivered
+    assert len(audit_bodies(engine, "alarm_fallback")) == 1
+    ingest.handle(EVT_TOPIC, fallback(rounds=2, answered=None, call_s=0))  # after a reboot it went on
+    [alarm] = stored_alarms(engine)
+    assert (alarm.fallback["rounds"], alarm.fallback["answered"]) == (2, None)
+    assert len(audit_bodies(engine, "alarm_fallback")) == 2
+
+
+def test_a_report_before_its_alarm_queues_a_placeholder_that_the_alarm_fills_in(
+    ingest: Ingest, engine
+) -> None:
+    assert ingest.handle(EVT_TOPIC, fallback()).error is None
+    [placeholder] = stored_alarms(engine)
+    assert (placeholder.ref, placeholder.state, placeholder.kind, placeholder.test) == (
+        "pd-0001/12-3",
+        "received",
+        "unknown",
+        False,
+    )
+    assert placeholder.fallback["sms"] == ["+31612345678"] and placeholder.lat is None
+    # Dispatch hears of it at once: the pendant says an alarm exists.
+    with Session(engine) as session:
+        [hook] = [json.loads(n.body) for n in session.exec(select(Notification))]
+    assert (hook["event"], hook["alarm"]["ref"], hook["placeholder"]) == ("alarm", "pd-0001/12-3", True)
+    assert audit.verify_database(engine) == []
+
+    outcome = ingest.handle(ALARM_TOPIC, ALARM)
+    assert outcome.new
+    assert json.loads(outcome.replies[0].payload) == {"alarm_id": "12-3", "state": "received"}
+    [alarm] = stored_alarms(engine)
+    assert alarm.id == placeholder.id and not alarm.id_collision
+    assert (alarm.kind, alarm.lat, alarm.device_time, alarm.batt) == ("panic", 52.373101, 1764403200, 87)
+    assert alarm.fallback == placeholder.fallback
+    assert json.loads(alarm.payload) == json.loads(ALARM)
+    assert [b["data"].get("completes") for b in audit_bodies(engine, "alarm_received")] == [None, True]
+    assert audit.verify_database(engine) == []
+    # A resend after that is a duplicate as usual.
+    assert not ingest.handle(ALARM_TOPIC, ALARM).new
+
+
+def test_a_placeholder_acknowledged_before_its_alarm_stays_acknowledged(ingest: Ingest, engine) -> None:
+    ingest.handle(EVT_TOPIC, fallback())
+    alarms.acknowledge_alarm(engine, ref="pd-0001/12-3", operator="Ann", now=NOW)
+    [reply] = ingest.handle(ALARM_TOPIC, ALARM).replies
+    assert json.loads(reply.payload) == {"alarm_id": "12-3", "state": "acknowledged"}
+    [alarm] = stored_alarms(engine)
+    assert (alarm.state, alarm.acknowledged_by, alarm.kind) == ("acknowledged", "Ann", "panic")
+    assert audit.verify_database(engine) == []
+
+
+@pytest.mark.parametrize(
+    "changes", [{"alarm_id": "nope"}, {"sms": "+31612345678"}, {"calls": -2}, {"answered": "x"}]
+)
+def test_a_malformed_fallback_report_is_counted_and_changes_no_alarm(
+    changes: dict, ingest: Ingest, engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest.handle(ALARM_TOPIC, ALARM)
+    with caplog.at_level(logging.WARNING, logger="pendant_backend.ingest"):
+        outcome = ingest.handle(EVT_TOPIC, fallback(**changes))
+    assert outcome.error is None
+    assert "ignored the fallback report from pd-0001" in caplog.text
+    assert sum(ingest.invalid_counts.values()) == 1
+    [alarm] = stored_alarms(engine)
+    assert alarm.fallback is None and audit_bodies(engine, "alarm_fallback") == []
+
+
+def test_a_report_goes_to_the_newest_alarm_with_its_id(ingest: Ingest, engine) -> None:
+    ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=100))
+    ingest.handle(ALARM_TOPIC, alarm_payload("1-1", tst=200))  # a reused id: 1-1#1
+    ingest.handle(EVT_TOPIC, fallback(alarm_id="1-1"))
+    refs = {a.ref: a.fallback is not None for a in stored_alarms(engine)}
+    assert refs == {"pd-0001/1-1": False, "pd-0001/1-1#1": True}

@@ -64,6 +64,14 @@ def test_escalation_comes_every_after_s_until_the_maximum() -> None:
     assert not due(now_s=9999.0, escalations=3)
 
 
+def test_with_no_maximum_escalation_repeats_until_acknowledged() -> None:
+    # max_count 0, the default of PENDANT_ESCALATE_MAX: every after_s, however long it takes.
+    for level in range(1000):
+        assert not due(now_s=1000.0 + 60 * (level + 1) - 0.1, escalations=level, max_count=0)
+        assert due(now_s=1000.0 + 60 * (level + 1), escalations=level, max_count=0)
+    assert not due(now_s=10**9, escalations=10**6, max_count=0, state="acknowledged")
+
+
 def test_acknowledged_and_test_alarms_never_escalate() -> None:
     assert not due(now_s=5000.0, state="acknowledged")
     assert not due(now_s=5000.0, state="resolved")

@@ -122,3 +122,14 @@ def test_each_message_waits_for_its_own_reply() -> None:
     assert client.acked == [2]
     link._on_publish(client, None, first, Reason(), None)
     assert client.acked == [2, 1]
+
+
+def test_connected_follows_the_broker_accepting_and_dropping_the_connection() -> None:
+    link, client = make_link(lambda topic, payload: []), FakeClient()
+    assert link.connected is False
+    link._on_connect(client, None, Flags(), Reason(is_failure=True, value=135), None)
+    assert link.connected is False  # refused: not connected
+    link._on_connect(client, None, Flags(), Reason(), None)
+    assert link.connected is True
+    link._on_disconnect(client, None, None, Reason(), None)
+    assert link.connected is False

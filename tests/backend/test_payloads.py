@@ -144,6 +144,51 @@ def test_command_result_needs_err_when_not_ok() -> None:
         payloads.parse_command_result(b'{"id":"c-1","ok":false}')
 
 
+def test_fallback_report_reads_the_example() -> None:
+    report = payloads.parse_fallback(payloads.parse_event(example("events/evt-fallback.json")))
+    assert report == payloads.FallbackReport(
+        alarm_id="12-3",
+        tst=1764403300,
+        sms=("+31612345678",),
+        sms_failed=(),
+        calls=2,
+        answered="112",
+        call_s=95,
+        rounds=1,
+    )
+    # What the alarm keeps: every field of the example but the alarm id, under the same names.
+    source = json.loads(example("events/evt-fallback.json"))
+    assert report.steps() == {k: v for k, v in source.items() if k not in ("evt", "alarm_id")}
+
+
+GOOD_FALLBACK = json.loads(example("events/evt-fallback.json"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"alarm_id": "12"}, "bad_alarm_id"),
+        ({"sms": "+31612345678"}, "bad_type"),
+        ({"sms_failed": ["0612 345"]}, "bad_value"),
+        ({"calls": -1}, "out_of_range"),
+        ({"calls": None}, "bad_type"),
+        ({"answered": 112}, "bad_type"),
+        ({"answered": "the police"}, "bad_value"),
+        ({"rounds": ...}, "missing_field"),
+    ],
+)
+def test_fallback_report_rejections(changes: dict, reason: str) -> None:
+    data = {k: v for k, v in {**GOOD_FALLBACK, **changes}.items() if v is not ...}
+    with pytest.raises(InvalidPayload) as caught:
+        payloads.parse_fallback(payloads.parse_event(json.dumps(data).encode()))
+    assert caught.value.reason == reason
+
+
+def test_a_fallback_nobody_answered() -> None:
+    data = {**GOOD_FALLBACK, "answered": None, "call_s": 0}
+    assert payloads.parse_fallback(payloads.parse_event(json.dumps(data).encode())).answered is None
+
+
 GOOD_ALARM = json.loads(example("alarm.json"))
 
 

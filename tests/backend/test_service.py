@@ -220,6 +220,13 @@ def test_kill_9_of_the_backend_loses_and_doubles_nothing(broker, pendant, backen
     assert any("ALARM pd-0001/8-10" in line for line in second.lines), "no readable alarm line in the log"
 
 
+def test_pendant_backend_run_says_when_no_webhook_is_configured(broker, backend_process) -> None:
+    # Nobody is pushed an alarm then: the person starting it must read that before it runs.
+    process = backend_process()
+    [line] = [line for line in process.lines if "no webhook configured" in line]
+    assert "WARNING" in line and "alarms reach only the console" in line and "PENDANT_WEBHOOK_URL" in line
+
+
 def test_alarms_queued_on_the_broker_survive_its_kill_9(broker, backend, pendant) -> None:
     backend.stop()
     ids = [f"9-{n}" for n in range(1, 6)]

@@ -16,6 +16,7 @@ from pendant_backend import alarms, configs, notify
 from pendant_backend.db import make_engine
 from pendant_backend.service import BackendService
 from pendant_backend.settings import secret_key
+from pendant_backend.webhook_sink import WebhookSink
 
 pytestmark = pytest.mark.broker
 WAIT_S = 20
@@ -101,3 +102,44 @@ def test_ack_config_and_escalation_reach_the_pendant_and_the_webhook(
     second = json.loads(pendant.expect("pendant/v1/pd-0001/config").payload)
     assert (second["rev"], second["heartbeat_s"]) == (2, 300)
     assert len(hooks(receiver, "escalation")) == 1
+
+
+@pytest.fixture
+def sink(broker_any_db) -> Iterator[WebhookSink]:
+    """The demo's receiver, with the backend's own webhook key."""
+    with WebhookSink(secret_key(broker_any_db.settings.webhook_key_path)) as instance:
+        yield instance
+
+
+def test_an_alarm_nobody_takes_reaches_the_webhook_at_every_interval(
+    broker_any_db, sink, clock, mqtt_client
+) -> None:
+    from pendant_backend.accounts import provision_device
+
+    settings = dataclasses.replace(
+        broker_any_db.settings, rules_interval_s=0.2, escalate_after_s=60, webhook_url=sink.url
+    )
+    assert settings.escalate_max == 0  # the default: no maximum
+    engine = make_engine(settings.db_url)
+    try:
+        with BackendService(settings, engine=engine, clock=clock) as service:
+            assert service.wait_ready(WAIT_S)
+            pendant = mqtt_client(provision_device(settings, "pd-0001", engine=engine))
+            assert not pendant.subscribe("pendant/v1/pd-0001/alarm/ack").is_failure
+            pendant.publish("pendant/v1/pd-0001/alarm", alarm())
+            pendant.expect("pendant/v1/pd-0001/alarm/ack")
+            assert sink.wait_for(lambda seen: [d.event for d in seen] == ["alarm"], WAIT_S)
+            for level in (1, 2, 3):
+                clock.advance(60)
+                assert sink.wait_for(
+                    lambda seen, n=level: len([d for d in seen if d.event == "escalation"]) == n, WAIT_S
+                ), f"escalation {level} did not reach the webhook"
+            alarms.acknowledge_alarm(engine, ref="pd-0001/12-3", operator="Ann", now=clock())
+    finally:
+        engine.dispose()
+    escalations = [d for d in sink.deliveries if d.event == "escalation"]
+    assert [(d.alarm_ref, d.level, d.verified) for d in escalations] == [
+        ("pd-0001/12-3", 1, True),
+        ("pd-0001/12-3", 2, True),
+        ("pd-0001/12-3", 3, True),
+    ]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
 from pendant_backend import BackendError
-from pendant_backend.settings import Settings, read_private_json, write_private_json
+from pendant_backend.settings import (
+    Settings,
+    check_tile_url,
+    default_frontend_dir,
+    read_private_json,
+    write_private_json,
+)
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +70,79 @@ def test_private_files_are_0600_in_a_0700_folder(tmp_path: Path) -> None:
 def test_missing_private_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="does not exist"):
         read_private_json(tmp_path / "nope.json")
+
+
+def test_defaults_of_the_console_and_escalation_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    # No maximum: an alarm escalates until someone acknowledges it.
+    assert settings.escalate_max == 0
+    assert (settings.session_hours, settings.session_idle_min) == (12, 30)
+    assert (settings.tile_url, settings.tile_attribution, settings.cell_db) == ("", "", "")
+    assert settings.frontend_dir == default_frontend_dir()
+    assert settings.frontend_dir.parts[-2:] == ("frontend", "node_modules")
+
+
+def test_console_and_escalation_settings_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "PENDANT_ESCALATE_MAX": "100000",
+            "PENDANT_SESSION_HOURS": "24",
+            "PENDANT_SESSION_IDLE_MIN": "1",
+            "PENDANT_TILE_URL": "https://tiles.police.example/{z}/{x}/{y}.png",
+            "PENDANT_TILE_ATTRIBUTION": "© the force's GIS team",
+            "PENDANT_FRONTEND_DIR": str(tmp_path / "nm"),
+            "PENDANT_CELL_DB": str(tmp_path / "cells.csv"),
+        }
+    )
+    assert (settings.escalate_max, settings.session_hours, settings.session_idle_min) == (100000, 24, 1)
+    assert settings.tile_url == "https://tiles.police.example/{z}/{x}/{y}.png"
+    assert settings.tile_attribution == "© the force's GIS team"
+    assert settings.frontend_dir == tmp_path / "nm"
+    assert settings.cell_db == str(tmp_path / "cells.csv")
+    assert Settings.from_env({"PENDANT_ESCALATE_MAX": "0"}).escalate_max == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PENDANT_ESCALATE_MAX", "-1", "PENDANT_ESCALATE_MAX must be between 0 and 100000, not -1"),
+        ("PENDANT_ESCALATE_MAX", "100001", "PENDANT_ESCALATE_MAX must be between 0 and 100000"),
+        ("PENDANT_ESCALATE_MAX", "five", "PENDANT_ESCALATE_MAX must be a whole number, not 'five'"),
+        ("PENDANT_SESSION_HOURS", "0", "PENDANT_SESSION_HOURS must be between 1 and 24, not 0"),
+        ("PENDANT_SESSION_HOURS", "25", "PENDANT_SESSION_HOURS must be between 1 and 24"),
+        ("PENDANT_SESSION_IDLE_MIN", "1441", "PENDANT_SESSION_IDLE_MIN must be between 1 and 1440"),
+        ("PENDANT_SESSION_IDLE_MIN", "1.5", "PENDANT_SESSION_IDLE_MIN must be a whole number"),
+    ],
+)
+def test_a_bad_number_is_a_clear_error(name: str, value: str, message: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        Settings.from_env({name: value})
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://tiles/{z}/{x}/{y}.png", "/tiles/{z}/{x}/{y}.png", ""])
+def test_a_tile_server_url_needs_z_x_and_y(url: str) -> None:
+    assert check_tile_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://tiles/{z}/{x}/{y}.png", "https://tiles/{z}/{x}.png", "tiles/{z}/{x}/{y}", "javascript:{z}{x}{y}"],
+)
+def test_a_bad_tile_server_url_is_a_clear_error(url: str) -> None:
+    with pytest.raises(
+        BackendError, match=r"PENDANT_TILE_URL must be an http\(s\) URL with \{z\}, \{x\} and \{y\}"
+    ):
+        Settings.from_env({"PENDANT_TILE_URL": url})
+
+
+def test_every_setting_is_in_the_operations_table() -> None:
+    # docs/operations.md lists every PENDANT_* variable that Settings.from_env reads.
+    source = (Path(__file__).resolve().parents[2] / "backend" / "pendant_backend" / "settings.py").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    table = doc[doc.index("## Settings") : doc.index("## The data folder")]
+    read = set(re.findall(r'"(PENDANT_[A-Z_]+)"', source))
+    assert read and read <= set(re.findall(r"`(PENDANT_[A-Z_]+)`", table))

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from repl_pty import MicroPythonOnPty
 
+from pendant_backend.db import make_engine
 from pendant_hardware.flash import write_sim_ports
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
@@ -22,7 +23,7 @@ from pendant_tools.console import firmware_crash
 from pendant_tools.deploying import deploy
 from pendant_tools.probes import csq_rssi, registration_status, rssi_dbm
 
-from support import free_port
+from support import add_account, free_port
 
 
 def pendant(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -47,6 +48,15 @@ def no_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PENDANT_DB_URL", raising=False)
     monkeypatch.delenv("PENDANT_PORT", raising=False)
     return tmp_path / "data"
+
+
+def technician_account(data_dir: Path, monkeypatch: pytest.MonkeyPatch, *roles: str) -> None:
+    """The database in `data_dir` with the account `tester` (technician unless `roles` say otherwise),
+    named by PENDANT_TECHNICIAN as a technician's shell would."""
+    engine = make_engine(f"sqlite:///{data_dir / 'pendant.db'}")
+    add_account(engine, "tester", *(roles or ("technician",)))
+    engine.dispose()
+    monkeypatch.setenv("PENDANT_TECHNICIAN", "tester")
 
 
 # -- help ------------------------------------------------------------------------------------------
@@ -82,6 +92,7 @@ def test_provision_without_a_repl_is_exit_4(
 ) -> None:
     monkeypatch.setenv("PENDANT_DATA_DIR", str(broker.settings.data_dir))
     monkeypatch.setenv("PENDANT_MQTT_PORT", str(broker.settings.mqtt_port))
+    technician_account(broker.settings.data_dir, monkeypatch)
     code, out, err = pendant("provision", "-p", silent_port)
     assert code == 4 and out == ""
     assert err.splitlines()[-1].startswith(f"Error: no MicroPython REPL answered on {silent_port}")
@@ -114,10 +125,44 @@ def test_provision_with_the_backend_unreachable_is_exit_5_and_writes_nothing(
 ) -> None:
     code, out, err = pendant("provision", "-p", bare_pendant.port)
     assert code == 5 and out == ""
-    assert err.startswith("Error: no broker accounts in ")  # the backend's own sentence, before any work
+    # The backend's own sentence, before any work: the technician's account is looked up first.
+    assert err.startswith("Error: there is no database at ") and "pendant backend run" in err
     assert err.count("\n") == 1
     assert not (bare_pendant.folder / "config.json").exists()
     assert not (no_backend / "pendant.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "technician", "roles", "message"),
+    [
+        ("provision", "someone", ("technician",), "there is no account 'someone': --technician names your"),
+        (
+            "provision",
+            "tester",
+            ("dispatcher",),
+            "'tester' (dispatcher) may not do this: it needs the role police",
+        ),
+        (
+            "bench",
+            "tester",
+            ("police_it",),
+            "'tester' (police_it) may not do this: it needs the role dispatcher",
+        ),
+    ],
+)
+def test_the_technician_must_be_an_account_allowed_to_do_the_work(
+    silent_port: str,
+    no_backend: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    technician: str,
+    roles: tuple[str, ...],
+    message: str,
+) -> None:
+    technician_account(no_backend, monkeypatch, *roles)
+    code, out, err = pendant(command, "-p", silent_port, "--technician", technician)
+    assert code == 5 and out == ""
+    assert err.count("\n") == 1 and message in err, err
 
 
 # -- bench -----------------------------------------------------------------------------------------
@@ -133,8 +178,9 @@ def test_bench_refuses_a_test_number_that_is_not_one() -> None:
 
 
 def test_bench_of_a_silent_port_fails_the_console_and_skips_the_rest(
-    silent_port: str, no_backend: Path, tmp_path: Path
+    silent_port: str, no_backend: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    technician_account(no_backend, monkeypatch)
     code, out, err = pendant("bench", "-p", silent_port, "--json", "--report", str(tmp_path / "r.json"))
     assert code == 1
     report = json.loads(out)["report"]

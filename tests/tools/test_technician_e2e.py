@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlmodel import Session, select
 
+from pendant_backend import readiness
 from pendant_backend.accounts import provision_device
 from pendant_backend.db import engine_for
+from pendant_backend.models import Command
 from pendant_backend.queries import list_alarms
 from pendant_backend.registry import bench_reports, find_device, verify_report
 from pendant_backend.service import BackendService
@@ -26,6 +29,8 @@ from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.sim_host import BackgroundSimHost
 from pendant_tools.cli import main
 from pendant_tools.probes import BUTTON_PROMPT
+
+from support import add_account
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +52,8 @@ def backend_env(broker: Any, backend: BackendService, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PENDANT_MQTT_PORT", str(settings.mqtt_port))
     monkeypatch.delenv("PENDANT_DB_URL", raising=False)
     monkeypatch.delenv("PENDANT_PORT", raising=False)
+    # The technician's own account: provisioning and the bench run as it.
+    add_account(engine_for(settings), "tester", "technician")
     monkeypatch.setenv("PENDANT_TECHNICIAN", "tester")
     return broker
 
@@ -259,12 +266,19 @@ def test_bench_passes_every_step_and_the_signed_report_is_stored(
     assert provisioned.calls("pd-0001")[-1]["number"] == TEST_PHONE
     engine = engine_for(backend_env.settings)
     [alarm] = [a for a in list_alarms(engine, device_id="pd-0001") if a.test]
-    assert (alarm.state, alarm.resolution, alarm.acknowledged_by) == ("resolved", "test", "technician:tester")
+    assert (alarm.state, alarm.resolution, alarm.acknowledged_by) == ("resolved", "test", "tester")
+    # The bench's test_alarm command is recorded as asked for by the technician's account.
+    with Session(engine) as session:
+        [command] = session.exec(select(Command).where(Command.device_id == "pd-0001"))
+    assert (command.cmd, command.requested_by) == ("test_alarm", "tester")
+    assert report["steps"][-1]["data"]["command"] == command.command_id
     # Stored with the device record, signed with the backend's key; the signature holds.
     [stored] = bench_reports(engine, device_id="pd-0001")
     assert stored.id == document["stored"]["id"] and stored.signature == document["stored"]["signature"]
     assert stored.passed and verify_report(backend_env.settings, stored)
     assert json.loads(stored.body)["steps"] == report["steps"]
+    # A passing bench since its provisioning: that is no longer what keeps it from being issued.
+    assert "bench" not in readiness.missing(engine, device_id="pd-0001")
 
 
 def test_bench_with_no_gnss_fix_fails_that_step_only(

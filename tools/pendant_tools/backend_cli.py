@@ -63,8 +63,36 @@ OPERATOR = click.option(
     "--operator",
     envvar="PENDANT_OPERATOR",
     required=True,
-    help="Your name, recorded in the audit log (or set PENDANT_OPERATOR).",
+    metavar="USERNAME",
+    help="Your account (`pendant user list`): the command runs with its roles and the audit log "
+    "records it (or set PENDANT_OPERATOR).",
 )
+
+
+def run_as(engine: Any, username: str, *permissions: str, option: str = "--operator") -> Any:
+    """The account `option` (`--operator`, `--technician`) names, if it is enabled and its roles grant
+    every one of `permissions`; otherwise users.UserError, one sentence saying why and what to do (each
+    command's error boundary prints it)."""
+    from pendant_backend import users
+
+    person = None
+    for permission in permissions:
+        try:
+            person = users.operator(engine, username, permission)
+        except users.UserError as exc:
+            message = str(exc).replace("--operator", option)
+            if message.endswith("is disabled"):
+                message += f": an administrator can enable it again with `pendant user enable {username}`"
+            raise users.UserError(message) from None
+    return person
+
+
+def cli_actor() -> str:
+    """Who the audit log records for a change made with the CLI without an account (`pendant user`):
+    `cli:` and the login name on this machine."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

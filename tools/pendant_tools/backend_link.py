@@ -1,40 +1,32 @@
 """What the bench needs from the backend, in one place: send a command to a pendant, find its test alarm,
 acknowledge and resolve it as an operator would, and store the signed bench report with its record.
 
-Commands go through the backend's outbound queue (published by the running backend service, as its own
-alarm acks are), so the path tested is the real one: backend -> broker -> pendant.
+Commands go through pendant_backend.commands (recorded with who asked, audited, and queued for the running
+backend service to publish, as its own alarm acks are), so the path tested is the real one: backend ->
+broker -> pendant, and the pendant's answer is kept with the command.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from pendant_backend import outbound, payloads
+from pendant_backend import commands
 from pendant_backend.alarms import acknowledge_alarm, resolve_alarm
-from pendant_backend.db import session_scope
-from pendant_backend.models import Alarm, utc_now
+from pendant_backend.models import Alarm
 from pendant_backend.models.base import as_utc
 from pendant_backend.queries import list_alarms
 from pendant_backend.registry import store_bench_report
 from pendant_backend.settings import Settings
 
 
-def send_command(engine: Engine, device_id: str, cmd: str) -> str:
-    """Queue `cmd` (test_alarm, vibrate, locate, ...) for the pendant; return its correlation id."""
-    command = payloads.Command(id=f"bench-{secrets.token_hex(4)}", cmd=cmd)
-    with session_scope(engine) as session:
-        outbound.enqueue(
-            session,
-            topic=payloads.topic_for(device_id, "cmd"),
-            payload=payloads.encode_command(command),
-            now=utc_now(),
-        )
-    return command.id
+def send_command(engine: Engine, device_id: str, cmd: str, *, requested_by: str) -> str:
+    """Queue `cmd` (test_alarm, vibrate, locate, ...) for the pendant, recorded as asked for by
+    `requested_by`; return its correlation id."""
+    return commands.send(engine, device_id=device_id, cmd=cmd, requested_by=requested_by).command_id
 
 
 def wait_for_test_alarm(engine: Engine, device_id: str, *, since: datetime, timeout: float) -> Alarm | None:

@@ -287,7 +287,7 @@ def check_test_alarm(bench: Bench) -> Outcome:
     assert console is not None  # the online phase started it
     seen = len(console.lines)
     started = utc_now()
-    command = backend_link.send_command(bench.engine, device_id, "test_alarm")
+    command = backend_link.send_command(bench.engine, device_id, "test_alarm", requested_by=bench.actor)
     alarm = backend_link.wait_for_test_alarm(
         bench.engine, device_id, since=started, timeout=bench.options.alarm_timeout
     )

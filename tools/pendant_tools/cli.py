@@ -41,6 +41,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Register a connected pendant and give it its credentials.",
     ),
     "bench": ("pendant_tools.cmd_bench", "bench", "Run the bench test plan on a connected pendant."),
+    "user": (
+        "pendant_tools.cmd_user",
+        "user",
+        "Accounts of the console, API and CLI: add, list, disable, roles, reset passwords.",
+    ),
 }
 
 

@@ -1,4 +1,9 @@
-"""`pendant alarms`: list, show, acknowledge, resolve, export and verify alarms."""
+"""`pendant alarms`: list, show, acknowledge, resolve, export and verify alarms.
+
+Where a victim is stays out of every listing: `alarms show` shows an alarm's position and trail only
+to an `--operator` whose account may see locations (a dispatcher or a supervisor), and each such view
+is an audit event, as in the console and the API. Acks, resolutions and exports run as the account
+`--operator` names."""
 
 from __future__ import annotations
 
@@ -14,11 +19,15 @@ from pendant_tools.backend_cli import (
     OPERATOR,
     open_engine,
     print_json,
+    run_as,
     settings_from_env,
     table,
     user_errors,
     when,
 )
+
+# What an alarm says about where the person is: shown only through pendant_backend.locations.
+LOCATION_FIELDS = ("lat", "lon", "acc", "loc_time", "loc_src", "cell", "payload")
 
 # ---- pendant alarms -------------------------------------------------------------------------------
 
@@ -30,8 +39,9 @@ def alarms() -> None:
     \b
     Examples:
       pendant alarms list --open
-      pendant alarms ack pd-0001/12-3 --operator "J. Jansen"
-      pendant alarms export pd-0001/12-3 --out case.json --operator "J. Jansen"
+      pendant alarms show pd-0001/12-3 --operator jjansen
+      pendant alarms ack pd-0001/12-3 --operator jjansen
+      pendant alarms export pd-0001/12-3 --out case.json --operator supervisor1
     """
 
 
@@ -41,6 +51,16 @@ def _position(alarm: Any) -> str:
     if alarm.cell:
         return "cell {mcc}/{mnc} {lac}/{cid}".format(**alarm.cell)
     return "-"
+
+
+def _location_kind(alarm: Any) -> str:
+    """Whether the alarm came with a fix, only its cell, or nothing: no coordinates."""
+    return "fix" if alarm.lat is not None else "cell" if alarm.cell else "-"
+
+
+def without_location(data: dict[str, Any]) -> dict[str, Any]:
+    """An alarm's data without anything that tells where the person is."""
+    return {key: value for key, value in data.items() if key not in LOCATION_FIELDS}
 
 
 @alarms.command("list", context_settings=CONTEXT)
@@ -55,7 +75,8 @@ def _position(alarm: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit: int, as_json: bool) -> None:
-    """List the newest alarms first.
+    """List the newest alarms first. LOCATION says whether an alarm came with a fix or only its cell;
+    the position itself is in `pendant alarms show ... --operator` (recorded in the audit log).
 
     \b
     Examples:
@@ -68,7 +89,7 @@ def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit
 
     found = list_alarms(open_engine(), device_id=device_id, state=state, open_only=open_only, limit=limit)
     if as_json:
-        print_json([alarm_as_dict(a) for a in found])
+        print_json([{**without_location(alarm_as_dict(a)), "location": _location_kind(a)} for a in found])
         return
     if not found:
         click.echo("no alarms")
@@ -80,83 +101,114 @@ def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit
             a.state + (f" ({a.acknowledged_by})" if a.acknowledged_by else ""),
             when(a.raised_at),
             when(a.received_at),
-            _position(a),
+            _location_kind(a),
             f"{a.batt}%" if a.batt is not None else "-",
             str(a.escalations),
         ]
         for a in found
     ]
-    table(["ALARM", "KIND", "STATE", "RAISED (UTC)", "RECEIVED (UTC)", "POSITION", "BATT", "ESCALATED"], rows)
+    table(["ALARM", "KIND", "STATE", "RAISED (UTC)", "RECEIVED (UTC)", "LOCATION", "BATT", "ESCALATED"], rows)
 
 
-def _find_alarm(ref: str) -> Any:
+def _find_alarm(engine: Any, ref: str) -> Any:
     from pendant_backend.queries import find_alarm
 
-    alarm = find_alarm(open_engine(), ref)
+    alarm = find_alarm(engine, ref)
     if alarm is None:
         raise click.ClickException(f"no alarm {ref}: see `pendant alarms list`")
     return alarm
 
 
+SHOW_ORDER = (
+    "ref",
+    "id",
+    "kind",
+    "test",
+    "state",
+    "raised_at",
+    "received_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "resolved_by",
+    "resolution",
+    "note",
+    "escalations",
+    "id_collision",
+    "device_time",
+    "batt",
+    "resends",
+    "fallback",
+)
+LOCATION_ORDER = ("position", "loc_time", "loc_src", "cell", "payload")
+
+
 @alarms.command("show", context_settings=CONTEXT)
 @click.argument("alarm_ref")
+@click.option(
+    "--operator",
+    envvar="PENDANT_OPERATOR",
+    metavar="USERNAME",
+    help="Your account, to see the position and the trail: a dispatcher or a supervisor; the view is "
+    "recorded in the audit log (or set PENDANT_OPERATOR).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
-def alarms_show(alarm_ref: str, as_json: bool) -> None:
-    """Show one alarm and its location trail: ALARM_REF is DEVICE/ALARM_ID (as `alarms list` prints it)
-    or its number.
+def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
+    """Show one alarm: ALARM_REF is DEVICE/ALARM_ID (as `alarms list` prints it) or its number.
+
+    Its position and location trail are shown only with --operator naming a dispatcher's or a
+    supervisor's account, and every such view is an audit event.
 
     \b
     Examples:
       pendant alarms show pd-0001/12-3
+      pendant alarms show pd-0001/12-3 --operator jjansen
       pendant alarms show 17 --json
     """
-    from pendant_backend.alarms import trail
+    from pendant_backend import locations
     from pendant_backend.models import iso
     from pendant_backend.queries import alarm_as_dict
 
-    alarm = _find_alarm(alarm_ref)
-    data = alarm_as_dict(alarm)
-    data["trail"] = [
-        {"at": iso(p.received_at), "lat": p.lat, "lon": p.lon, "acc": p.acc, "source": p.source}
-        for p in trail(open_engine(), alarm_pk=alarm.id)
-    ]
+    engine = open_engine()
+    alarm = _find_alarm(engine, alarm_ref)
+    data = without_location(alarm_as_dict(alarm))
+    data["location"] = _location_kind(alarm)
+    view = None
+    if operator:
+        person = run_as(engine, operator, "alarms.location")
+        view = locations.read(engine, alarm_pk=alarm.id, person=person, via="cli")
+        data = alarm_as_dict(view.alarm) | {"location": data["location"]}
+        data["trail"] = [
+            {"at": iso(p.received_at), "lat": p.lat, "lon": p.lon, "acc": p.acc, "source": p.source}
+            for p in view.trail
+        ]
     if as_json:
         print_json(data)
         return
-    data["position"] = _position(alarm)
-    data["payload"] = alarm.payload.strip()
-    for key in (
-        "ref",
-        "id",
-        "kind",
-        "test",
-        "state",
-        "raised_at",
-        "received_at",
-        "acknowledged_at",
-        "acknowledged_by",
-        "resolved_at",
-        "resolved_by",
-        "resolution",
-        "note",
-        "escalations",
-        "id_collision",
-        "device_time",
-        "position",
-        "loc_time",
-        "loc_src",
-        "cell",
-        "batt",
-        "resends",
-        "payload",
-    ):
+    for key in SHOW_ORDER:
+        click.echo(f"{key + ':':16} {data[key] if data[key] is not None else '-'}")
+    if view is None:
+        click.echo(
+            f"{'location:':16} {data['location']} (the position needs --operator with a dispatcher's or "
+            "a supervisor's account; the view is recorded)"
+        )
+        return
+    data["position"] = _position(view.alarm)
+    data["payload"] = view.alarm.payload.strip()
+    for key in LOCATION_ORDER:
         click.echo(f"{key + ':':16} {data[key] if data[key] is not None else '-'}")
     click.echo(f"trail:           {len(data['trail'])} point(s)")
     for point in data["trail"]:
         click.echo(
             f"  {point['at']}  {point['lat']:.6f},{point['lon']:.6f} ±{point['acc']} m  ({point['source']})"
         )
+    click.echo(f"(this view is recorded in the audit log as seen by {person.label})")
+
+
+def _handler(engine: Any, alarm: Any, operator: str) -> Any:
+    """The account acting on `alarm`: a dispatcher or supervisor; for a test alarm also a technician."""
+    return run_as(engine, operator, "alarms.handle_test" if alarm.test else "alarms.handle")
 
 
 @alarms.command("ack", context_settings=CONTEXT)
@@ -164,16 +216,22 @@ def alarms_show(alarm_ref: str, as_json: bool) -> None:
 @OPERATOR
 @user_errors
 def alarms_ack(alarm_ref: str, operator: str) -> None:
-    """Acknowledge an alarm: you take it. The pendant is told (it vibrates 'acknowledged').
+    """Acknowledge an alarm: you take it, as your account. The pendant is told (it vibrates
+    'acknowledged').
+
+    A dispatcher or a supervisor may acknowledge any alarm; a technician only a test alarm.
 
     \b
     Examples:
-      pendant alarms ack pd-0001/12-3 --operator "J. Jansen"
+      pendant alarms ack pd-0001/12-3 --operator jjansen
     """
     from pendant_backend.alarms import acknowledge_alarm
 
-    alarm = acknowledge_alarm(open_engine(), ref=alarm_ref, operator=operator)
-    click.echo(f"alarm {alarm.ref} acknowledged by {operator}")
+    engine = open_engine()
+    found = _find_alarm(engine, alarm_ref)
+    person = _handler(engine, found, operator)
+    alarm = acknowledge_alarm(engine, ref=str(found.id), operator=person.username)
+    click.echo(f"alarm {alarm.ref} acknowledged by {person.label}")
 
 
 @alarms.command("resolve", context_settings=CONTEXT)
@@ -189,17 +247,22 @@ def alarms_ack(alarm_ref: str, operator: str) -> None:
 @OPERATOR
 @user_errors
 def alarms_resolve(alarm_ref: str, resolution: str, note: str, operator: str) -> None:
-    """Resolve an acknowledged alarm with a class and a note.
+    """Resolve an acknowledged alarm with a class and a note, as your account.
 
     \b
     Examples:
-      pendant alarms resolve pd-0001/12-3 --class incident --note "unit 12 on site" --operator "J. Jansen"
-      pendant alarms resolve 17 --class test --operator bench
+      pendant alarms resolve pd-0001/12-3 --class incident --note "unit 12 on site" --operator jjansen
+      pendant alarms resolve 17 --class test --operator tech1
     """
     from pendant_backend.alarms import resolve_alarm
 
-    alarm = resolve_alarm(open_engine(), ref=alarm_ref, operator=operator, resolution=resolution, note=note)
-    click.echo(f"alarm {alarm.ref} resolved as {resolution} by {operator}")
+    engine = open_engine()
+    found = _find_alarm(engine, alarm_ref)
+    person = _handler(engine, found, operator)
+    alarm = resolve_alarm(
+        engine, ref=str(found.id), operator=person.username, resolution=resolution, note=note
+    )
+    click.echo(f"alarm {alarm.ref} resolved as {resolution} by {person.label}")
 
 
 @alarms.command("export", context_settings=CONTEXT)
@@ -210,17 +273,24 @@ def alarms_resolve(alarm_ref: str, resolution: str, note: str, operator: str) ->
 @OPERATOR
 @user_errors
 def alarms_export(alarm_ref: str, out: Path, operator: str) -> None:
-    """Write one alarm, its trail and its audit events to a signed file for a case (mode 0600).
+    """Write one alarm, its trail and its audit events to a signed file for a case (mode 0600), as a
+    supervisor's account; the export is recorded as a view of the alarm's location.
 
     Check it at any time with `pendant alarms verify FILE`.
 
     \b
     Examples:
-      pendant alarms export pd-0001/12-3 --out case-2026-000123.json --operator "J. Jansen"
+      pendant alarms export pd-0001/12-3 --out case-2026-000123.json --operator supervisor1
     """
+    from pendant_backend import locations
     from pendant_backend.export import export_alarm
 
-    document = export_alarm(settings_from_env(), open_engine(), ref=alarm_ref, actor=operator)
+    engine = open_engine()
+    alarm = _find_alarm(engine, alarm_ref)
+    person = run_as(engine, operator, "alarms.export")
+    # The file holds the position and the trail: recorded first, so the export carries the record.
+    locations.read(engine, alarm_pk=alarm.id, person=person, via="cli")
+    document = export_alarm(settings_from_env(), engine, ref=alarm_ref, actor=person.username)
     write_private_file(out, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
     click.echo(f"exported {document['alarm']['ref']} with {len(document['events'])} audit events to {out}")
 

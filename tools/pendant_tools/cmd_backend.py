@@ -8,6 +8,7 @@ import click
 
 from pendant_tools.backend_cli import (
     CONTEXT,
+    cli_actor,
     interrupt,
     open_engine,
     print_json,
@@ -110,98 +111,147 @@ def backend_run() -> None:
     BackendService(settings).run()
 
 
-@backend.command("api", context_settings=CONTEXT)
-@click.option("--host", help="Address to listen on (default PENDANT_API_HOST, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port (default PENDANT_API_PORT, 18880).")
-@user_errors
-def backend_api(host: str | None, port: int | None) -> None:
-    """Serve the JSON HTTP API for dispatch and police IT until Ctrl-C.
+def _serve_web(host: str | None, port: int | None) -> None:
+    from pendant_backend.console.assets import MissingFrontend, check_installed
+    from pendant_backend.web import serve
 
-    Every request needs a token from `pendant backend token create`. Put TLS in front of it (a reverse
-    proxy) before it leaves this machine.
+    settings = settings_from_env()
+    try:
+        check_installed(settings.frontend_dir)
+    except MissingFrontend as exc:
+        raise click.ClickException(str(exc)) from None
+    host, port = host or settings.api_host, port or settings.api_port
+    click.echo(f"web: the console at http://{host}:{port}/ and the API under /api/v1; Ctrl-C to stop", err=True)
+    serve(open_engine(create=True), settings, host=host, port=port)
+
+
+WEB_OPTIONS = (
+    click.option("--host", help="Address to listen on (default PENDANT_API_HOST, 127.0.0.1)."),
+    click.option("--port", type=click.IntRange(1, 65535), help="Port (default PENDANT_API_PORT, 18880)."),
+)
+
+
+def _web_options(command):  # noqa: ANN001, ANN202 - a click decorator
+    for option in reversed(WEB_OPTIONS):
+        command = option(command)
+    return command
+
+
+@backend.command("web", context_settings=CONTEXT)
+@_web_options
+@user_errors
+def backend_web(host: str | None, port: int | None) -> None:
+    """Serve the operator console and the JSON API until Ctrl-C.
+
+    The console (log in with an account from `pendant user add`) shows alarms live, on a map, and the
+    fleet's health; the API answers requests with a token from `pendant backend token create`. Its
+    front-end files come from `npm ci` (scripts/setup.sh). Run `pendant backend run` beside it: that
+    is what receives the alarms. Put TLS in front of it (a reverse proxy) before it leaves this machine.
 
     \b
     Examples:
-      pendant backend api
-      pendant backend api --port 8080
+      pendant backend web
+      pendant backend web --port 8080
       curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18880/api/v1/fleet/summary
     """
-    from pendant_backend.api import serve
+    _serve_web(host, port)
 
-    settings = settings_from_env()
-    serve(open_engine(create=True), host=host or settings.api_host, port=port or settings.api_port)
+
+@backend.command("api", context_settings=CONTEXT)
+@_web_options
+@user_errors
+def backend_api(host: str | None, port: int | None) -> None:
+    """The same as `pendant backend web` (its earlier name): the console and the API."""
+    _serve_web(host, port)
 
 
 @backend.group("token", context_settings=CONTEXT)
 def backend_token() -> None:
-    """Create, list and revoke the operators' API tokens.
+    """Create, list and revoke API tokens. A token belongs to an account (`pendant user add`) and has
+    its roles at every request: disable the account or change its roles and the token follows.
 
     \b
     Examples:
-      pendant backend token create "J. Jansen"
+      pendant backend token create jjansen --label "dispatch desk 2"
       pendant backend token list
-      pendant backend token revoke "J. Jansen"
+      pendant backend token revoke "dispatch desk 2"
     """
 
 
 @backend_token.command("create", context_settings=CONTEXT)
-@click.argument("name")
+@click.argument("username")
+@click.option("--label", help="The token's name, to tell several apart and to revoke it (default: USERNAME).")
 @user_errors
-def token_create(name: str) -> None:
-    """Create an API token for operator NAME and print it once (it is stored only as a hash).
+def token_create(username: str, label: str | None) -> None:
+    """Create an API token for the account USERNAME and print it once (it is stored only as a hash).
+
+    Requests with it act as that account, with its roles; acks and resolutions record its username.
 
     \b
     Examples:
-      pendant backend token create "J. Jansen (dispatch)"
+      pendant backend token create jjansen
+      pendant backend token create cad-link --label "CAD integration"
     """
     from pendant_backend.tokens import create_token
 
-    token = create_token(open_engine(create=True), name=name, actor=name)
+    token = create_token(open_engine(create=True), username=username, label=label, actor=cli_actor())
     click.echo(token)
-    click.echo(f"token for {name}: store it now, it cannot be shown again", err=True)
+    click.echo(
+        f"token {label or username!r} for the account {username}: store it now, it cannot be shown again",
+        err=True,
+    )
 
 
 @backend_token.command("list", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def token_list(as_json: bool) -> None:
-    """List the tokens (names and dates; never the tokens).
+    """List the tokens: label, account and dates (never the tokens).
 
     \b
     Examples:
       pendant backend token list
+      pendant backend token list --json
     """
     from pendant_backend.tokens import list_tokens
 
     rows = [
         {
             "name": t.name,
+            "account": username,
             "created_at": when(t.created_at),
             "last_used_at": when(t.last_used_at),
             "revoked_at": when(t.revoked_at),
         }
-        for t in list_tokens(open_engine())
+        for t, username in list_tokens(open_engine())
     ]
     if as_json:
         print_json(rows)
         return
-    table(["NAME", "CREATED (UTC)", "LAST USED", "REVOKED"], [list(r.values()) for r in rows])
+    if not rows:
+        click.echo("no tokens yet: create one with `pendant backend token create USERNAME`")
+        return
+    table(
+        ["LABEL", "ACCOUNT", "CREATED (UTC)", "LAST USED", "REVOKED"],
+        [[r["name"], r["account"] or "-", r["created_at"], r["last_used_at"], r["revoked_at"]] for r in rows],
+    )
 
 
 @backend_token.command("revoke", context_settings=CONTEXT)
-@click.argument("name")
+@click.argument("label")
 @user_errors
-def token_revoke(name: str) -> None:
-    """Revoke operator NAME's token: the API refuses it from now on.
+def token_revoke(label: str) -> None:
+    """Revoke the token named LABEL (as `token list` shows it): the API refuses it from now on.
 
     \b
     Examples:
-      pendant backend token revoke "J. Jansen (dispatch)"
+      pendant backend token revoke jjansen
+      pendant backend token revoke "CAD integration"
     """
     from pendant_backend.tokens import revoke_token
 
-    revoke_token(open_engine(), name=name)
-    click.echo(f"revoked the token of {name}")
+    revoke_token(open_engine(), name=label, actor=cli_actor())
+    click.echo(f"revoked the token {label!r}")
 
 
 @backend.command("purge", context_settings=CONTEXT)

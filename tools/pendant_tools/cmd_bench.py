@@ -12,7 +12,7 @@ import click
 from pendant_backend.settings import Settings
 from pendant_tools.bench_plan import FAIL, PASS, Step, StepResult, render_table
 from pendant_tools.bench_steps import PLAN, Bench, BenchOptions, run_bench
-from pendant_tools.cmd_provision import technician_option
+from pendant_tools.cmd_provision import technician_account, technician_option
 from pendant_tools.errors import EXIT_BACKEND, EXIT_FAILED, CommandFailed, command_errors
 from pendant_tools.params import CONTEXT, json_option, port_option
 from pendant_tools.ports import choose_port
@@ -95,7 +95,9 @@ def bench(
     backend, acknowledged and resolved as a test. A step whose prerequisite failed is skipped. The
     report is stored with the device record, signed with the backend's key.
 
-    Provision the pendant first (pendant provision); the broker and `pendant backend run` must run.
+    Provision the pendant first (pendant provision); the broker and `pendant backend run` must run, and
+    --technician must name your account, a technician (`pendant user add USERNAME --role technician`).
+    A passing report makes the pendant ready to issue (with SMS and call numbers in its config).
 
     \b
     Examples:
@@ -105,13 +107,17 @@ def bench(
 
     \b
     Exit codes: 0 every step passed and the report is stored, 1 a step failed, 3 no or several
-    serial ports, 5 the report could not be stored with the device record (all steps passed).
+    serial ports, 5 the report could not be stored with the device record (all steps passed), or the
+    --technician account is unknown, disabled or not a technician (before any step).
     """
     if test_number is not None and not re.fullmatch(PHONE, test_number):
         raise click.BadParameter(
             f"{test_number!r} is not a phone number (+ and digits)", param_hint="--test-number"
         )
     chosen = choose_port(port)
+    settings = Settings.from_env()
+    # The bench stores the report and acknowledges its own test alarm as this account.
+    actor = technician_account(settings, technician, "devices.manage", "alarms.handle_test")
     quiet_library_logs()
     options = BenchOptions(
         registration_timeout=registration_timeout,
@@ -132,10 +138,10 @@ def bench(
     click.echo(f"bench test of the pendant on {chosen}", err=True)
     result = run_bench(
         chosen,
-        Settings.from_env(),
+        settings,
         technician=TerminalTechnician(),
         options=options,
-        actor=f"technician:{technician}",
+        actor=actor,
         on_start=started,
         on_result=finished,
         store=not no_store,

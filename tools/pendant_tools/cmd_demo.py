@@ -7,6 +7,7 @@ It composes the same pieces the real commands run (`pendant broker run`, `pendan
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -18,11 +19,16 @@ from typing import Any
 
 import click
 
-from pendant_backend import BackendError
+from pendant_backend import BackendError, users
 from pendant_backend.accounts import provision_device, revoke_device
 from pendant_backend.broker import Broker
+from pendant_backend.console.assets import MissingFrontend, check_installed
+from pendant_backend.db import engine_for
 from pendant_backend.service import BackendService
-from pendant_backend.settings import Settings, write_private_file
+from pendant_backend.settings import Settings, secret_key, write_private_file
+from pendant_backend.users import UserError
+from pendant_backend.web import BackgroundWebServer
+from pendant_backend.webhook_sink import Delivery, WebhookSink
 from pendant_hardware.flash import FirmwareBuildError
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
 from pendant_hardware.virtual_pendant import VirtualPendant
@@ -30,6 +36,7 @@ from pendant_hardware.virtual_pendant import VirtualPendant
 log = logging.getLogger(__name__)
 
 DEMO_DEVICE = "pd-0001"
+DEMO_DISPATCHER = "dispatcher"
 PRESS_MS = 2500
 
 VIBRATION_MEANING = {
@@ -61,12 +68,15 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", "device_id", default=DEMO_DEVICE, show_default=True, help="Virtual pendant id.")
 def demo(device_id: str) -> None:
-    """Run the broker, the backend and one virtual pendant, until Ctrl-C.
+    """Run the broker, the backend, the operator console and one virtual pendant, until Ctrl-C.
 
     Mosquitto starts with a generated config and per-device accounts, the backend stores alarms in
-    SQLite, and the pendant runs the real firmware on the MicroPython unix port against the simulated
-    A7670 modem. Everything lives in the data folder ($PENDANT_DATA_DIR, default ./data), which is kept
-    for the next run; delete it to start over.
+    SQLite, the console and the API listen on http://127.0.0.1:18880/ ($PENDANT_API_PORT), and the
+    pendant runs the real firmware on the MicroPython unix port against the simulated A7670 modem.
+    A demo dispatcher account gets a new one-time password on every run (printed once), and a webhook
+    receiver of the demo's own prints every notification and escalation the backend sends. Everything
+    lives in the data folder ($PENDANT_DATA_DIR, default ./data), which is kept for the next run;
+    delete it to start over.
 
     Press Enter in this terminal to press the pendant's button, or from another terminal:
 
@@ -83,7 +93,7 @@ def demo(device_id: str) -> None:
     with contextlib.ExitStack() as running:
         try:
             _start(settings, device_id, running)
-        except (BackendError, SimHostError, FirmwareBuildError, OSError) as exc:
+        except (BackendError, SimHostError, FirmwareBuildError, MissingFrontend, OSError) as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
@@ -99,17 +109,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) -> None:
     click.echo(f"data folder: {settings.data_dir.resolve()}")
+    check_installed(settings.frontend_dir)  # before anything starts: the console needs its files
     broker = Broker(settings)
     broker.start()
     running.callback(broker.stop)
     click.echo(f"broker: Mosquitto on {settings.mqtt_address} (log {broker.log_path})")
 
+    settings = _start_webhook_receiver(settings, running)
     backend = BackendService(settings)
     backend.start()
     running.callback(backend.stop)
     if not backend.wait_ready(timeout=15):
         raise click.ClickException("the backend did not connect to the broker within 15 s; see the log above")
     click.echo(f"backend: storing alarms in {settings.db_url}")
+
+    console = _start_console(settings, running)
 
     config = demo_device_config(settings, device_id)
     click.echo(f"pendant {device_id}: building the firmware and booting it on MicroPython ...")
@@ -123,18 +137,74 @@ def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) ->
         raise click.ClickException(
             f"the pendant did not connect to the broker within 60 s: see {pendant_dir / 'console.log'}"
         ) from None
-    _print_instructions(device_id, pendant_dir)
+    _print_instructions(device_id, pendant_dir, console)
     _watch(sim, device_id)
 
 
-def _print_instructions(device_id: str, pendant_dir: Path) -> None:
+def _start_webhook_receiver(settings: Settings, running: contextlib.ExitStack) -> Settings:
+    """The demo's own dispatch-system stand-in: it receives the backend's signed webhooks and prints
+    them; returns the settings that point the backend at it (unless a webhook URL is set already)."""
+    if settings.webhook_url:
+        click.echo(f"webhook: alarms go to {settings.webhook_url} (PENDANT_WEBHOOK_URL)")
+        return settings
+    sink = WebhookSink(secret_key(settings.webhook_key_path), on_delivery=_print_delivery)
+    sink.start()
+    running.callback(sink.stop)
+    click.echo(f"webhook: the demo's receiver at {sink.url} prints what the backend sends")
+    return dataclasses.replace(settings, webhook_url=sink.url)
+
+
+def _print_delivery(delivery: Delivery) -> None:
+    what = delivery.event + (f" {delivery.alarm_ref}" if delivery.alarm_ref else "")
+    if delivery.level:
+        what += f" (escalation {delivery.level}: not acknowledged in time)"
+    signed = "signature verified" if delivery.verified else "BAD SIGNATURE, refused"
+    click.echo(f"webhook receiver: {what}, {signed}")
+
+
+def demo_dispatcher_password(settings: Settings) -> str:
+    """A new one-time password for the demo's dispatcher account (created on the first run)."""
+    engine = engine_for(settings)
+    try:
+        return users.reset_password(engine, username=DEMO_DISPATCHER, actor="demo")
+    except UserError:
+        _, password = users.add_user(
+            engine,
+            username=DEMO_DISPATCHER,
+            role_names=["dispatcher"],
+            display_name="Demo dispatcher",
+            actor="demo",
+        )
+        return password
+
+
+def _start_console(settings: Settings, running: contextlib.ExitStack) -> tuple[str, str]:
+    """Serve the console and the API; returns its URL and the demo dispatcher's one-time password."""
+    password = demo_dispatcher_password(settings)
+    web = BackgroundWebServer(engine_for(settings), settings, host=settings.api_host, port=settings.api_port)
+    try:
+        web.start()
+    except RuntimeError as exc:
+        raise click.ClickException(
+            f"{exc}: is port {settings.api_port} in use? Set PENDANT_API_PORT to a free port"
+        ) from None
+    running.callback(web.stop)
+    click.echo(f"console: {web.url}/ (the operator console and the API)")
+    return f"{web.url}/", password
+
+
+def _print_instructions(device_id: str, pendant_dir: Path, console: tuple[str, str]) -> None:
     here = Path(sys.argv[0]).parent
     pendant_cmd = str(here / "pendant") if (here / "pendant").exists() else "pendant"
+    url, password = console
     click.echo(
         "\n"
         f"Ready. The pendant {device_id} is online.\n"
+        f"  Operator console: {url}\n"
+        f"    log in as {DEMO_DISPATCHER!r} with the one-time password {password}\n"
+        "    (you choose your own password at the first login; every run makes a new one-time password)\n"
         f"  Press its button: press Enter here, or run `{pendant_cmd} sim press {device_id}`\n"
-        f"  See the alarms:   here as they arrive, or `{pendant_cmd} alarms list`\n"
+        f"  See the alarms:   on the console, here as they arrive, or `{pendant_cmd} alarms list`\n"
         f"  Pendant console:  {pendant_dir / 'console.log'}\n"
         "Ctrl-C stops everything.\n"
     )

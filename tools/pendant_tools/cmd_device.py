@@ -16,6 +16,7 @@ from pendant_tools.backend_cli import (
     F,
     open_engine,
     print_json,
+    run_as,
     settings_from_env,
     table,
     user_errors,
@@ -188,6 +189,8 @@ SHOW_ORDER = (
     "issued_at",
     "renewal_due",
     "recall",
+    "issued_without",
+    "not_ready",
     "returned_at",
     "decommissioned_at",
     "revoked_at",
@@ -215,18 +218,20 @@ SHOW_ORDER = (
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def device_show(device_id: str, as_json: bool) -> None:
-    """Show one pendant: registry, loan, account, health, config and bench-test reports.
+    """Show one pendant: registry, loan, readiness to issue, account, health, config and bench-test reports.
 
     \b
     Examples:
       pendant device show pd-0001
       pendant device show pd-0001 --json
     """
-    from pendant_backend import monitor, registry
+    from pendant_backend import monitor, readiness, registry
     from pendant_backend.queries import device_as_dict
 
     engine = open_engine()
     data = device_as_dict(registry.get_device(engine, device_id=device_id))
+    # What it lacks to be issued (sms, call, bench); [] when ready.
+    data["not_ready"] = readiness.missing(engine, device_id=device_id)
     data["bench_reports"] = [
         {
             "id": r.id,
@@ -246,6 +251,8 @@ def device_show(device_id: str, as_json: bool) -> None:
         return
     for key in SHOW_ORDER:
         value = data.get(key)
+        if isinstance(value, list):
+            value = ", ".join(value) or None
         click.echo(f"{key + ':':20} {value if value is not None else '-'}")
     click.echo("recent health events:" + ("" if data["health_events"] else " none"))
     for event in data["health_events"]:
@@ -287,9 +294,9 @@ def device_register(device_id: str, operator: str, **fields: str | None) -> None
     from pendant_backend.models import DeviceCreate
     from pendant_backend.registry import register_device
 
-    register_device(
-        open_engine(create=True), device=DeviceCreate(device_id=device_id, **fields), actor=operator
-    )
+    engine = open_engine(create=True)
+    person = run_as(engine, operator, "devices.manage")
+    register_device(engine, device=DeviceCreate(device_id=device_id, **fields), actor=person.username)
     click.echo(f"registered {device_id} (in stock)")
 
 
@@ -310,7 +317,9 @@ def device_set(device_id: str, operator: str, **fields: str | None) -> None:
     from pendant_backend.models import DeviceUpdate
     from pendant_backend.registry import update_device
 
-    update_device(open_engine(), device_id=device_id, changes=DeviceUpdate(**fields), actor=operator)
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.manage")
+    update_device(engine, device_id=device_id, changes=DeviceUpdate(**fields), actor=person.username)
     click.echo(f"updated {device_id}")
 
 
@@ -329,26 +338,50 @@ def _date(value: str | None) -> Any:
 @click.argument("device_id")
 @click.option("--case", "case_ref", required=True, help="The police case reference (never a name).")
 @click.option("--renewal", help="Date the loan must be renewed by (YYYY-MM-DD).")
+@click.option(
+    "--override",
+    metavar="REASON",
+    help="Issue it although it is not ready, for this reason (kept in the audit log as written: never "
+    "a name or an address); the fleet view shows what it was issued without.",
+)
 @OPERATOR
 @user_errors
-def device_issue(device_id: str, case_ref: str, renewal: str | None, operator: str) -> None:
-    """Lend a provisioned pendant for a case.
+def device_issue(
+    device_id: str, case_ref: str, renewal: str | None, override: str | None, operator: str
+) -> None:
+    """Lend a provisioned pendant for a case, if it is ready to issue.
+
+    Ready means: its config has an SMS number and a number to call (so that its fallback reaches
+    someone when the backend cannot), and it passed a bench test (`pendant bench`) since it was last
+    provisioned or came back from a loan. A pendant that is not ready is refused with what is missing;
+    `--override REASON` issues it anyway, as an audit event, and the fleet view shows it as "issued
+    without ..." until it is returned. `pendant fleet readiness` lists the pendants that are not ready.
 
     \b
     Examples:
       pendant device issue pd-0001 --case 2026-000123 --renewal 2027-03-31 --operator it
+      pendant device issue pd-0002 --case 2026-000124 --operator it \\
+          --override "bench out of order; SMS and call tested by hand"
     """
-    from pendant_backend.registry import set_loan_state
+    from pendant_backend import readiness
 
-    set_loan_state(
-        open_engine(),
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.manage")
+    _, lacking = readiness.issue(
+        engine,
         device_id=device_id,
-        state="issued",
         case_ref=case_ref,
         renewal_due=_date(renewal),
-        actor=operator,
+        actor=person.username,
+        override=override,
     )
-    click.echo(f"issued {device_id} for case {case_ref}")
+    if lacking:
+        click.echo(f"issued {device_id} for case {case_ref} WITHOUT: {readiness.describe(lacking)}")
+        click.echo("the override is in the audit log; the fleet view shows it until it is returned", err=True)
+    else:
+        click.echo(f"issued {device_id} for case {case_ref}")
+        if override is not None:
+            click.echo(f"{device_id} was ready: nothing was overridden", err=True)
 
 
 @device.command("loan", context_settings=CONTEXT)
@@ -366,7 +399,9 @@ def device_loan(device_id: str, state: str, operator: str) -> None:
     """
     from pendant_backend.registry import set_loan_state
 
-    set_loan_state(open_engine(), device_id=device_id, state=state, actor=operator)
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.manage")
+    set_loan_state(engine, device_id=device_id, state=state, actor=person.username)
     click.echo(f"{device_id} is now {state}")
 
 
@@ -384,7 +419,9 @@ def device_renew(device_id: str, until: str, operator: str) -> None:
     """
     from pendant_backend.registry import set_renewal
 
-    set_renewal(open_engine(), device_id=device_id, renewal_due=_date(until), actor=operator)
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.manage")
+    set_renewal(engine, device_id=device_id, renewal_due=_date(until), actor=person.username)
     click.echo(f"{device_id}: renewal due {until}")
 
 
@@ -403,7 +440,9 @@ def device_recall(device_id: str, clear: bool, operator: str) -> None:
     """
     from pendant_backend.registry import set_recall
 
-    set_recall(open_engine(), device_id=device_id, recall=not clear, actor=operator)
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.manage")
+    set_recall(engine, device_id=device_id, recall=not clear, actor=person.username)
     click.echo(f"{device_id}: recall {'cleared' if clear else 'flagged'}")
 
 
@@ -430,7 +469,12 @@ def _config_value(text: str) -> tuple[str, Any]:
 @click.option("--fleet", is_flag=True, help="The fleet-default document instead of one device's.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set a field (lists: a,b).")
 @click.option("--unset", multiple=True, metavar="KEY", help="Remove a field (the default applies again).")
-@click.option("--operator", envvar="PENDANT_OPERATOR", help="Your name (needed to change a config).")
+@click.option(
+    "--operator",
+    envvar="PENDANT_OPERATOR",
+    metavar="USERNAME",
+    help="Your account (needed to change a config: police IT or a technician).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @user_errors
 def device_config(
@@ -459,10 +503,15 @@ def device_config(
     engine = open_engine(create=True)
     if assignments or unset:
         if not operator:
-            raise click.UsageError("say who changes the config: --operator NAME (or PENDANT_OPERATOR)")
+            raise click.UsageError("say who changes the config: --operator USERNAME (or PENDANT_OPERATOR)")
+        person = run_as(engine, operator, "devices.manage")
         changes = dict(_config_value(a) for a in assignments)
         document, published = configs.set_config(
-            engine, scope=configs.FLEET if fleet else device_id, changes=changes, unset=unset, author=operator
+            engine,
+            scope=configs.FLEET if fleet else device_id,
+            changes=changes,
+            unset=unset,
+            author=person.username,
         )
         click.echo(f"{document.scope} config version {document.version}; published to {published} device(s)")
         return
@@ -495,7 +544,9 @@ def device_erase(device_id: str, reason: str, yes: bool, operator: str) -> None:
     """
     from pendant_backend.retention import erase_device
 
+    engine = open_engine()
+    person = run_as(engine, operator, "devices.erase")  # before asking: a refusal should come first
     if not yes:
         click.confirm(f"erase every alarm, position and heartbeat of {device_id}?", abort=True)
-    counts = erase_device(open_engine(), device_id=device_id, actor=operator, reason=reason)
+    counts = erase_device(engine, device_id=device_id, actor=person.username, reason=reason)
     click.echo(f"erased {device_id}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))

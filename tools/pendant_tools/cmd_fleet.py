@@ -1,5 +1,6 @@
 """`pendant fleet`: the fleet's health for police IT: a summary (counts per state) and one row per pendant,
-with filters and `--json`; `pendant fleet events` lists the changes of health."""
+with filters and `--json`; `pendant fleet events` lists the changes of health, `pendant fleet readiness`
+the pendants that are not ready to issue."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def fleet(
       pendant fleet --flag renewal_due --loan issued
       pendant fleet --summary --json
       pendant fleet events --device pd-0001
+      pendant fleet readiness
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -136,4 +138,43 @@ def fleet_events(device_id: str | None, limit: int, as_json: bool) -> None:
     table(
         ["AT (UTC)", "DEVICE", "ASPECT", "FROM", "TO"],
         [[when(e.at), e.device_id, e.aspect, e.old or "-", e.new] for e in events],
+    )
+
+
+@fleet.command("readiness", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {device_id: [codes]}.")
+@user_errors
+def fleet_readiness(as_json: bool) -> None:
+    """The provisioned and issued pendants that are not ready to issue, and what each lacks: `sms` (no
+    SMS number in its config), `call` (no number to call), `bench` (no passing bench test since it was
+    last provisioned). An issued one shows what it lacks now and what it was issued without.
+
+    \b
+    Examples:
+      pendant fleet readiness
+      pendant fleet readiness --json
+    """
+    from pendant_backend import readiness
+    from pendant_backend.queries import list_devices
+
+    engine = open_engine()
+    lacking = readiness.not_ready(engine)
+    if as_json:
+        print_json(lacking)
+        return
+    if not lacking:
+        click.echo("every provisioned and issued pendant is ready")
+        return
+    devices = {d.device_id: d for d in list_devices(engine)}
+    table(
+        ["DEVICE", "LOAN", "MISSING", "ISSUED WITHOUT"],
+        [
+            [
+                device_id,
+                devices[device_id].loan_state,
+                readiness.describe(codes),
+                ",".join(devices[device_id].issued_without or []) or "-",
+            ]
+            for device_id, codes in lacking.items()
+        ],
     )

@@ -18,14 +18,25 @@ from pendant_tools.provisioning import DEFAULT_PREFIX, ProvisionResult, provisio
 
 
 def technician_option() -> Any:
-    """--technician: who does the work, for the backend's audit trail."""
+    """--technician: the account the work is done as (recorded in the backend's audit trail)."""
     return click.option(
         "--technician",
         envvar="PENDANT_TECHNICIAN",
+        metavar="USERNAME",
         default=lambda: getpass.getuser(),
         show_default="$PENDANT_TECHNICIAN, else your login name",
-        help="Your name, recorded in the backend's audit trail.",
+        help="Your account (`pendant user list`): a technician or police IT; recorded in the backend's "
+        "audit trail.",
     )
+
+
+def technician_account(settings: Settings, username: str, *permissions: str) -> str:
+    """The username of the technician's account if it may do the work; users.UserError (one line,
+    exit code 5) before anything starts if not."""
+    from pendant_backend.db import engine_for
+    from pendant_tools.backend_cli import run_as
+
+    return run_as(engine_for(settings, create=False), username, *permissions, option="--technician").username
 
 
 @click.command("provision", context_settings=CONTEXT)
@@ -78,25 +89,27 @@ def provision(
     flash, reboot it, and wait until the backend has its first heartbeat. The password is written only
     to the pendant; it is never shown or kept on this machine.
 
-    Run `pendant flash` and `pendant deploy` first; the broker and `pendant backend run` must be running.
+    Run `pendant flash` and `pendant deploy` first; the broker and `pendant backend run` must be running,
+    and --technician must name your account (`pendant user add USERNAME --role technician`).
 
     \b
     Examples:
       pendant provision                                   # the only pendant plugged in
       pendant provision -p /dev/ttyUSB0 --device-id pd-0042
       pendant provision -p /dev/ttyUSB0 -p /dev/ttyUSB1 -p /dev/ttyUSB2 --json
-      pendant provision --all-ports --technician "J. Jansen"
+      pendant provision --all-ports --technician jjansen
 
     \b
     Exit codes: 0 all provisioned, 1 a pendant failed (others may have succeeded: see the summary),
-    3 no or several serial ports, 4 a pendant did not answer, 5 broker or database unreachable.
+    3 no or several serial ports, 4 a pendant did not answer, 5 broker or database unreachable, or
+    the --technician account unknown, disabled or not allowed.
     """
     chosen = _ports(ports, all_ports)
     quiet_library_logs()
     if device_id and len(chosen) > 1:
         raise click.UsageError("--device-id names one pendant: give one --port with it")
     settings = Settings.from_env()
-    actor = f"technician:{technician}"
+    actor = technician_account(settings, technician, "devices.manage")
 
     def job(port: str, report: Report = no_progress) -> ProvisionResult:
         return provision_pendant(

@@ -55,6 +55,13 @@ class LoginRequired(HTTPException):
         super().__init__(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class PasswordChangeRequired(HTTPException):
+    """403: the person logged in with a one-time password and must choose a new one first."""
+
+    def __init__(self) -> None:
+        super().__init__(403, "choose a new password first")
+
+
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
@@ -117,7 +124,13 @@ async def get_caller(
                 active.person.username,
             )
         if active.person.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
-            raise refuse(request, 403, "choose a new password first", active.person.username)
+            log.info(
+                "%s %s: %s must choose a new password first",
+                request.method,
+                request.url.path,
+                active.person.username,
+            )
+            raise PasswordChangeRequired()
         caller = Caller(person=active.person, via="session", session=active)
     request.state.caller = caller
     return caller

@@ -1,13 +1,12 @@
 """sqlmodel tables. Importing this package registers every table with SQLModel.metadata."""
 
-from pendant_backend.models.alarms import Alarm, AlarmBase, AlarmLocation, AlarmPublic
+from pendant_backend.models.alarms import Alarm, AlarmBase, AlarmLocation
 from pendant_backend.models.base import as_utc, iso, utc_now
 from pendant_backend.models.devices import (
     LOAN_STATES,
     Device,
     DeviceBase,
     DeviceCreate,
-    DevicePublic,
     DeviceUpdate,
 )
 from pendant_backend.models.people import Account, WebSession
@@ -30,7 +29,6 @@ __all__ = [
     "Alarm",
     "AlarmBase",
     "AlarmLocation",
-    "AlarmPublic",
     "ApiToken",
     "AuditEvent",
     "BenchReport",
@@ -39,7 +37,6 @@ __all__ = [
     "Device",
     "DeviceBase",
     "DeviceCreate",
-    "DevicePublic",
     "DeviceUpdate",
     "HealthEvent",
     "Heartbeat",

@@ -73,26 +73,6 @@ class Alarm(AlarmBase, table=True):
         return f"{self.device_id}/{self.alarm_id}{suffix}"
 
 
-class AlarmPublic(AlarmBase):
-    """An alarm as the API shows it."""
-
-    id: int
-    ref: str
-    occurrence: int
-    id_collision: bool
-    state: str
-    raised_at: datetime
-    received_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution: str | None
-    note: str | None
-    escalations: int
-    resends: int
-
-
 class AlarmLocation(SQLModel, table=True):
     """One point of an alarm's location trail: the alarm's own fix, then every fix while it is open."""
 

@@ -1,4 +1,5 @@
-"""The device registry: Base -> Create/Update -> table -> Public. No victim names or addresses anywhere."""
+"""The device registry: Base -> Create/Update -> table (the API's DevicePublic: api/schemas.py). No victim
+names or addresses anywhere."""
 
 from __future__ import annotations
 
@@ -83,33 +84,3 @@ class Device(DeviceBase, table=True):
     connectivity: str = Field(default="never_seen", max_length=16, index=True)
     health: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     health_changed_at: datetime | None = utc_field()
-
-
-class DevicePublic(DeviceBase):
-    """A device as the API and the CLI show it: no password hash."""
-
-    device_id: str
-    loan_state: str
-    provisioned_at: datetime | None
-    issued_at: datetime | None
-    returned_at: datetime | None
-    decommissioned_at: datetime | None
-    renewal_due: datetime | None
-    recall: bool
-    revoked_at: datetime | None
-    rotated_at: datetime | None
-    erased_at: datetime | None
-    first_seen_at: datetime | None
-    last_seen_at: datetime | None
-    last_heartbeat_at: datetime | None
-    last_fix_at: datetime | None
-    last_test_alarm_at: datetime | None
-    online: bool | None
-    boot: int | None
-    fw: str | None
-    config_rev: int
-    config_applied_rev: int | None
-    config_error: str | None
-    connectivity: str
-    health: dict[str, Any] | None
-    health_changed_at: datetime | None
