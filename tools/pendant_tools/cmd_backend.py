@@ -121,7 +121,9 @@ def _serve_web(host: str | None, port: int | None) -> None:
     except MissingFrontend as exc:
         raise click.ClickException(str(exc)) from None
     host, port = host or settings.api_host, port or settings.api_port
-    click.echo(f"web: the console at http://{host}:{port}/ and the API under /api/v1; Ctrl-C to stop", err=True)
+    click.echo(
+        f"web: the console at http://{host}:{port}/ and the API under /api/v1; Ctrl-C to stop", err=True
+    )
     serve(open_engine(create=True), settings, host=host, port=port)
 
 
@@ -161,7 +163,13 @@ def backend_web(host: str | None, port: int | None) -> None:
 @_web_options
 @user_errors
 def backend_api(host: str | None, port: int | None) -> None:
-    """The same as `pendant backend web` (its earlier name): the console and the API."""
+    """The same as `pendant backend web` (its earlier name): the console and the API.
+
+    \b
+    Examples:
+      pendant backend api
+      pendant backend api --port 8080
+    """
     _serve_web(host, port)
 
 
