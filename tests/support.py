@@ -34,6 +34,24 @@ class BrokerFixture:
 PASSWORD = "correct horse battery staple"
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the `pendant` CLI at a test's data folder, broker port and database."""
+    return {
+        "PENDANT_DATA_DIR": str(settings.data_dir),
+        "PENDANT_MQTT_PORT": str(settings.mqtt_port),
+        "PENDANT_DB_URL": settings.db_url,
+    }
+
+
+def run_cli(settings: Settings, *args: str, catch_exceptions: bool = False):  # noqa: ANN201
+    """`pendant ARGS...` in-process (click's CliRunner) against `settings`; its click Result."""
+    from click.testing import CliRunner
+
+    from pendant_tools.cli import main
+
+    return CliRunner().invoke(main, list(args), env=cli_env(settings), catch_exceptions=catch_exceptions)
+
+
 def add_account(engine, username: str, *roles: str, password: str = PASSWORD) -> str:  # noqa: ANN001
     """An account holding `roles`, its one-time password already replaced by `password` (as its owner
     does at the first login); returns the password."""

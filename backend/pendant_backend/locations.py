@@ -7,7 +7,7 @@ where cannot be separated from the looking.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 from sqlmodel import col, select
@@ -18,6 +18,16 @@ from pendant_backend.models import Alarm, AlarmLocation, Device, utc_now
 from pendant_backend.users import Person
 
 VIA = ("console", "api", "cli")
+
+LocationKind = Literal["gnss", "cell", "none"]
+
+
+def location_kind(alarm: Alarm) -> LocationKind:
+    """What came with the alarm, without the position itself: `gnss` (a fix), `cell` (only its serving
+    cell) or `none`. Everyone who may see the alarm may see this; it is not a location read."""
+    if alarm.lat is not None:
+        return "gnss"
+    return "cell" if alarm.cell else "none"
 
 
 class NotAllowed(BackendError):

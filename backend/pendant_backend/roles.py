@@ -69,6 +69,13 @@ def can(roles: Iterable[str], permission: str) -> bool:
     return any(role in granted for role in roles)
 
 
+def handling_permission(test: bool) -> str:
+    """The permission that acknowledging and resolving an alarm needs: `alarms.handle`, or for a test
+    alarm `alarms.handle_test` (which every role with `alarms.handle` also holds). The console, the API
+    and the CLI all ask this one question."""
+    return "alarms.handle_test" if test else "alarms.handle"
+
+
 def permissions_of(roles: Iterable[str]) -> frozenset[str]:
     """Every permission the roles grant together."""
     held = set(roles)

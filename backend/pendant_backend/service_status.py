@@ -75,14 +75,17 @@ def beat(
     webhook_configured: bool,
     now: datetime,
     pid: int | None = None,
+    stopping: bool = False,
 ) -> None:
-    """Record that this backend (host, process `pid`, started at `started_at`) is alive at `now`."""
+    """Record that this backend (host, process `pid`, started at `started_at`) is alive at `now`; with
+    `stopping`, that it stopped on purpose at `now` (the console says so at once)."""
     with session_scope(engine) as session:
         row = _row(
             session, host=host, pid=os.getpid() if pid is None else pid, started_at=started_at, now=now
         )
-        row.beat_at, row.stopped_at = now, None
-        row.broker_connected, row.webhook_configured = broker_connected, webhook_configured
+        row.beat_at, row.stopped_at = now, now if stopping else None
+        row.broker_connected = broker_connected and not stopping
+        row.webhook_configured = webhook_configured
         session.add(row)
 
 
@@ -96,13 +99,16 @@ def stopped(
     pid: int | None = None,
 ) -> None:
     """Record that this backend stopped on purpose at `now`: the console says so at once."""
-    with session_scope(engine) as session:
-        row = _row(
-            session, host=host, pid=os.getpid() if pid is None else pid, started_at=started_at, now=now
-        )
-        row.beat_at, row.stopped_at = now, now
-        row.broker_connected, row.webhook_configured = False, webhook_configured
-        session.add(row)
+    beat(
+        engine,
+        host=host,
+        started_at=started_at,
+        broker_connected=False,
+        webhook_configured=webhook_configured,
+        now=now,
+        pid=pid,
+        stopping=True,
+    )
 
 
 def classify(beats: list[ServiceBeat], *, now: datetime, stale_after_s: float) -> IngestStatus:

@@ -18,6 +18,8 @@ from pendant_backend import registry
 from pendant_backend.db import engine_for
 from pendant_tools.cli import main
 
+from support import cli_env, run_cli
+
 pytestmark = pytest.mark.broker
 
 
@@ -25,18 +27,6 @@ pytestmark = pytest.mark.broker
 def settings(pendant_settings):
     """Settings on a fresh data folder and free port; the broker is not started."""
     return pendant_settings
-
-
-def env_for(settings) -> dict[str, str]:
-    return {
-        "PENDANT_DATA_DIR": str(settings.data_dir),
-        "PENDANT_MQTT_PORT": str(settings.mqtt_port),
-        "PENDANT_DB_URL": settings.db_url,
-    }
-
-
-def run(settings, *args: str):
-    return CliRunner().invoke(main, list(args), env=env_for(settings), catch_exceptions=False)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +76,7 @@ def test_every_command_has_help_with_examples(command: list[str]) -> None:
 
 
 def test_provision_writes_a_private_config_and_says_where(broker) -> None:
-    result = run(broker.settings, "device", "provision", "pd-0001")
+    result = run_cli(broker.settings, "device", "provision", "pd-0001")
     assert result.exit_code == 0, result.output
     path = broker.settings.devices_dir / "pd-0001" / "config.json"
     assert str(path) in result.output
@@ -98,7 +88,7 @@ def test_provision_writes_a_private_config_and_says_where(broker) -> None:
 
 def test_provision_to_a_chosen_file_with_json_output(broker, tmp_path: Path) -> None:
     out = tmp_path / "usb" / "config.json"
-    result = run(broker.settings, "device", "provision", "pd-0002", "--out", str(out), "--json")
+    result = run_cli(broker.settings, "device", "provision", "pd-0002", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["config_path"] == str(out)
     assert json.loads(out.read_text())["mqtt"]["user"] == "pd-0002"
@@ -106,7 +96,7 @@ def test_provision_to_a_chosen_file_with_json_output(broker, tmp_path: Path) -> 
 
 def test_provision_without_the_broker_is_one_clear_line(broker) -> None:
     broker.broker.stop()
-    result = CliRunner().invoke(main, ["device", "provision", "pd-0001"], env=env_for(broker.settings))
+    result = CliRunner().invoke(main, ["device", "provision", "pd-0001"], env=cli_env(broker.settings))
     assert result.exit_code == 1
     port = broker.settings.mqtt_port
     assert result.output.strip().splitlines() == [
@@ -115,31 +105,31 @@ def test_provision_without_the_broker_is_one_clear_line(broker) -> None:
 
 
 def test_commands_before_the_first_broker_run_say_what_to_do(settings) -> None:
-    result = CliRunner().invoke(main, ["device", "provision", "pd-0001"], env=env_for(settings))
+    result = CliRunner().invoke(main, ["device", "provision", "pd-0001"], env=cli_env(settings))
     assert result.exit_code == 1
     assert "run `pendant broker run` once" in result.output
 
 
 def test_bad_device_id_is_one_clear_line(broker) -> None:
-    result = run(broker.settings, "device", "provision", "PD 1")
+    result = run_cli(broker.settings, "device", "provision", "PD 1")
     assert result.exit_code == 1
     assert len(result.output.strip().splitlines()) == 1 and "is not a device id" in result.output
 
 
 def test_listing_before_anything_exists_says_what_to_do(settings) -> None:
     fresh = dataclasses.replace(settings, db_url=f"sqlite:///{settings.data_dir / 'pendant.db'}")
-    result = run(fresh, "alarms", "list")
+    result = run_cli(fresh, "alarms", "list")
     assert result.exit_code == 1
     assert "pendant backend run" in result.output
 
 
 def test_device_list_and_revoke(broker) -> None:
-    run(broker.settings, "device", "provision", "pd-0001")
-    listed = json.loads(run(broker.settings, "device", "list", "--json").output)
+    run_cli(broker.settings, "device", "provision", "pd-0001")
+    listed = json.loads(run_cli(broker.settings, "device", "list", "--json").output)
     assert [(d["device_id"], d["provisioned"], d["revoked"]) for d in listed] == [("pd-0001", True, False)]
     assert "password_hash" not in listed[0]
-    assert run(broker.settings, "device", "revoke", "pd-0001").exit_code == 0
-    table = run(broker.settings, "device", "list").output
+    assert run_cli(broker.settings, "device", "revoke", "pd-0001").exit_code == 0
+    table = run_cli(broker.settings, "device", "list").output
     assert "pd-0001" in table and "revoked" in table
 
 
@@ -151,18 +141,20 @@ def test_alarms_list_and_show(broker, backend, provision, mqtt_client) -> None:
     pendant.expect("pendant/v1/pd-0001/alarm/ack")
 
     # Listings never show where the person is: only whether the alarm came with a fix.
-    table = run(broker.settings, "alarms", "list").output
-    assert "pd-0001/12-3" in table and "fix" in table and "52.37" not in table
-    listed = json.loads(run(broker.settings, "alarms", "list", "--json", "--device", "pd-0001").output)
-    assert [(a["ref"], a["location"]) for a in listed] == [("pd-0001/12-3", "fix")]
+    table = run_cli(broker.settings, "alarms", "list").output
+    assert "pd-0001/12-3" in table and "gnss" in table and "52.37" not in table
+    listed = json.loads(run_cli(broker.settings, "alarms", "list", "--json", "--device", "pd-0001").output)
+    assert [(a["ref"], a["location"]) for a in listed] == [("pd-0001/12-3", "gnss")]
     assert not {"lat", "lon", "acc", "cell", "payload"} & set(listed[0])
-    assert json.loads(run(broker.settings, "alarms", "list", "--json", "--device", "pd-0404").output) == []
-    shown = json.loads(run(broker.settings, "alarms", "show", "pd-0001/12-3", "--json").output)
+    assert (
+        json.loads(run_cli(broker.settings, "alarms", "list", "--json", "--device", "pd-0404").output) == []
+    )
+    shown = json.loads(run_cli(broker.settings, "alarms", "show", "pd-0001/12-3", "--json").output)
     assert shown["kind"] == "panic" and shown["batt"] == 87 and shown["state"] == "received"
     assert "lat" not in shown and "trail" not in shown
-    text = run(broker.settings, "alarms", "show", str(shown["id"])).output
+    text = run_cli(broker.settings, "alarms", "show", str(shown["id"])).output
     assert "panic" in text and "52.37" not in text and "needs --operator" in text
-    missing = run(broker.settings, "alarms", "show", "pd-0001/99-9")
+    missing = run_cli(broker.settings, "alarms", "show", "pd-0001/99-9")
     assert missing.exit_code == 1 and "no alarm pd-0001/99-9" in missing.output
 
 
@@ -177,7 +169,7 @@ def broker_is_alive(pid: int) -> bool:
 def test_broker_run_in_the_foreground_stops_on_sigterm(settings) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", "from pendant_tools.cli import main; main()", "broker", "run"],
-        env={**os.environ, **env_for(settings)},
+        env={**os.environ, **cli_env(settings)},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -201,13 +193,13 @@ def test_broker_run_in_the_foreground_stops_on_sigterm(settings) -> None:
 
 def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
     s = broker.settings
-    assert run(s, "user", "add", "it", "--role", "police_it").exit_code == 0
+    assert run_cli(s, "user", "add", "it", "--role", "police_it").exit_code == 0
     assert (
-        run(s, "device", "register", "pd-0001", "--imei", "861234567890123", "--operator", "it").exit_code
+        run_cli(s, "device", "register", "pd-0001", "--imei", "861234567890123", "--operator", "it").exit_code
         == 0
     )
-    assert run(s, "device", "provision", "pd-0001").exit_code == 0
-    changed = run(
+    assert run_cli(s, "device", "provision", "pd-0001").exit_code == 0
+    changed = run_cli(
         s, "device", "config", "--fleet", "--set", "sms=+31612345678", "--set", "call=112", "--operator", "it"
     )
     assert changed.exit_code == 0 and "published to 1 device" in changed.output
@@ -222,15 +214,15 @@ def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
         "--operator",
         "it",
     ]
-    refused = run(s, *issue)
+    refused = run_cli(s, *issue)
     assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
     assert "not ready to issue: no passing bench test" in refused.output and "pendant bench" in refused.output
     registry.store_bench_report(
         s, engine_for(s), device_id="pd-0001", report={"passed": True}, passed=True, actor="it"
     )
-    issued = run(s, *issue)
+    issued = run_cli(s, *issue)
     assert issued.exit_code == 0, issued.output
-    shown = json.loads(run(s, "device", "show", "pd-0001", "--json").output)
+    shown = json.loads(run_cli(s, "device", "show", "pd-0001", "--json").output)
     assert (shown["loan_state"], shown["case_ref"], shown["imei"]) == (
         "issued",
         "2026-000123",
@@ -238,26 +230,26 @@ def test_police_it_registers_issues_and_configures_a_pendant(broker) -> None:
     )
     assert shown["renewal_due"].startswith("2027-03-31") and "password_hash" not in shown
     assert shown["not_ready"] == [] and shown["issued_without"] is None
-    changed = run(s, "device", "config", "--fleet", "--set", "heartbeat_s=300", "--operator", "it")
+    changed = run_cli(s, "device", "config", "--fleet", "--set", "heartbeat_s=300", "--operator", "it")
     assert changed.exit_code == 0 and "published to 1 device" in changed.output
-    view = json.loads(run(s, "device", "config", "pd-0001", "--json").output)
+    view = json.loads(run_cli(s, "device", "config", "pd-0001", "--json").output)
     assert view["effective"]["heartbeat_s"] == 300 and view["effective"]["call"] == ["112"]
-    bad = run(s, "device", "config", "pd-0001", "--set", "heartbeat_s=5", "--operator", "it")
+    bad = run_cli(s, "device", "config", "pd-0001", "--set", "heartbeat_s=5", "--operator", "it")
     assert bad.exit_code == 1 and "heartbeat_s" in bad.output and len(bad.output.strip().splitlines()) == 1
-    refused = run(s, "device", "loan", "pd-0001", "decommissioned", "--operator", "it")
+    refused = run_cli(s, "device", "loan", "pd-0001", "decommissioned", "--operator", "it")
     assert refused.exit_code == 1 and "it can become returned" in refused.output
 
 
 def test_fleet_summary_and_table(broker) -> None:
     s = broker.settings
-    run(s, "device", "provision", "pd-0001", "pd-0002")
-    summary = json.loads(run(s, "fleet", "--json").output)
+    run_cli(s, "device", "provision", "pd-0001", "pd-0002")
+    summary = json.loads(run_cli(s, "fleet", "--json").output)
     assert summary["summary"]["monitored"] == 2 and summary["summary"]["connectivity"]["never_seen"] == 2
     assert [d["device_id"] for d in summary["devices"]] == ["pd-0001", "pd-0002"]
-    table = run(s, "fleet").output
+    table = run_cli(s, "fleet").output
     assert "2 monitored of 2 pendants" in table and "never_seen" in table and "pd-0002" in table
-    assert "no pendants match" in run(s, "fleet", "--state", "online").output
-    assert run(s, "fleet", "events").output.strip() == "no health events"
+    assert "no pendants match" in run_cli(s, "fleet", "--state", "online").output
+    assert run_cli(s, "fleet", "events").output.strip() == "no health events"
 
 
 def test_operator_acks_resolves_exports_and_verifies(
@@ -265,18 +257,21 @@ def test_operator_acks_resolves_exports_and_verifies(
 ) -> None:
     s = broker.settings
     for username, role in (("ann", "dispatcher"), ("bob", "dispatcher"), ("sue", "supervisor")):
-        assert run(s, "user", "add", username, "--role", role, "--name", username.title()).exit_code == 0
+        assert run_cli(s, "user", "add", username, "--role", role, "--name", username.title()).exit_code == 0
     pendant = mqtt_client(provision("pd-0001"))
     pendant.subscribe("pendant/v1/pd-0001/alarm/ack")
     examples = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
     pendant.publish("pendant/v1/pd-0001/alarm", (examples / "alarm.json").read_bytes())
     pendant.expect("pendant/v1/pd-0001/alarm/ack")
-    assert run(s, "alarms", "resolve", "pd-0001/12-3", "--class", "false", "--operator", "ann").exit_code == 1
-    acked = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "ann")
+    assert (
+        run_cli(s, "alarms", "resolve", "pd-0001/12-3", "--class", "false", "--operator", "ann").exit_code
+        == 1
+    )
+    acked = run_cli(s, "alarms", "ack", "pd-0001/12-3", "--operator", "ann")
     assert acked.exit_code == 0 and "acknowledged by Ann (ann)" in acked.output
-    twice = run(s, "alarms", "ack", "pd-0001/12-3", "--operator", "bob")
+    twice = run_cli(s, "alarms", "ack", "pd-0001/12-3", "--operator", "bob")
     assert twice.exit_code == 1 and "already acknowledged by ann" in twice.output
-    resolved = run(
+    resolved = run_cli(
         s,
         "alarms",
         "resolve",
@@ -290,12 +285,14 @@ def test_operator_acks_resolves_exports_and_verifies(
     )
     assert resolved.exit_code == 0, resolved.output
     out = tmp_path / "case.json"
-    not_allowed = run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "ann")
+    not_allowed = run_cli(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "ann")
     assert not_allowed.exit_code == 1 and "needs the role supervisor" in not_allowed.output
-    assert run(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "sue").exit_code == 0
+    assert (
+        run_cli(s, "alarms", "export", "pd-0001/12-3", "--out", str(out), "--operator", "sue").exit_code == 0
+    )
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
-    assert run(s, "alarms", "verify", str(out)).exit_code == 0
-    assert run(s, "alarms", "verify").exit_code == 0
+    assert run_cli(s, "alarms", "verify", str(out)).exit_code == 0
+    assert run_cli(s, "alarms", "verify").exit_code == 0
     document = json.loads(out.read_text())
     assert document["exported_by"] == "sue" and document["alarm"]["acknowledged_by"] == "ann"
     # The export holds the position and the trail: it is recorded as a view of them, by the supervisor.
@@ -304,31 +301,31 @@ def test_operator_acks_resolves_exports_and_verifies(
     )
     document["alarm"]["acknowledged_by"] = "bob"
     out.write_text(json.dumps(document))
-    failed = run(s, "alarms", "verify", str(out), "--offline")
+    failed = run_cli(s, "alarms", "verify", str(out), "--offline")
     assert failed.exit_code == 2 and "FAILED" in failed.output
 
 
 def test_token_is_printed_once_and_listed_without_it(broker) -> None:
     s = broker.settings
-    assert run(s, "user", "add", "ann", "--role", "dispatcher").exit_code == 0
+    assert run_cli(s, "user", "add", "ann", "--role", "dispatcher").exit_code == 0
     created = CliRunner().invoke(
-        main, ["backend", "token", "create", "ann", "--label", "desk 2"], env=env_for(s)
+        main, ["backend", "token", "create", "ann", "--label", "desk 2"], env=cli_env(s)
     )
     token = created.stdout.strip()
     assert created.exit_code == 0 and token.startswith("pdt_")
-    listed_output = run(s, "backend", "token", "list", "--json").output
+    listed_output = run_cli(s, "backend", "token", "list", "--json").output
     assert token not in listed_output
     listed = json.loads(listed_output)
     assert [(t["name"], t["account"], t["revoked_at"]) for t in listed] == [("desk 2", "ann", "-")]
-    assert run(s, "backend", "token", "revoke", "desk 2").exit_code == 0
-    revoked = json.loads(run(s, "backend", "token", "list", "--json").output)
+    assert run_cli(s, "backend", "token", "revoke", "desk 2").exit_code == 0
+    revoked = json.loads(run_cli(s, "backend", "token", "list", "--json").output)
     assert revoked[0]["account"] == "ann" and revoked[0]["revoked_at"] != "-"
-    again = run(s, "backend", "token", "revoke", "desk 2")
+    again = run_cli(s, "backend", "token", "revoke", "desk 2")
     assert again.exit_code == 1 and "no active token named 'desk 2'" in again.output
 
 
 def test_a_token_for_an_unknown_account_is_one_clear_line(broker) -> None:
-    result = run(broker.settings, "backend", "token", "create", "nobody")
+    result = run_cli(broker.settings, "backend", "token", "create", "nobody")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "Error: there is no account 'nobody': add it with `pendant user add`"

@@ -17,15 +17,7 @@ from pendant_backend.db import session_scope
 from pendant_backend.models import AuditEvent, Device, utc_now
 from pendant_tools.cli import main
 
-from support import add_account
-
-
-def env_for(settings) -> dict[str, str]:
-    return {
-        "PENDANT_DATA_DIR": str(settings.data_dir),
-        "PENDANT_MQTT_PORT": str(settings.mqtt_port),
-        "PENDANT_DB_URL": settings.db_url,
-    }
+from support import add_account, cli_env
 
 
 @pytest.fixture
@@ -33,7 +25,7 @@ def cli(pendant_settings):
     """`pendant ...` on the test's database; returns click's result."""
 
     def run(*args: str):
-        result = CliRunner().invoke(main, list(args), env=env_for(pendant_settings))
+        result = CliRunner().invoke(main, list(args), env=cli_env(pendant_settings))
         assert "Traceback" not in result.output, result.output
         return result
 
@@ -68,9 +60,9 @@ def events(engine, kind: str) -> list[AuditEvent]:
 def test_show_without_an_operator_has_no_position_and_records_nothing(cli, engine, alarms) -> None:
     text = cli("alarms", "show", "pd-0001/12-3")
     assert text.exit_code == 0 and "52.37" not in text.output and "4.89" not in text.output
-    assert "location:        fix (the position needs --operator" in text.output
+    assert "location:        gnss (the position needs --operator" in text.output
     data = json.loads(cli("alarms", "show", "pd-0001/12-3", "--json").output)
-    assert data["location"] == "fix" and not {"lat", "lon", "acc", "cell", "payload", "trail"} & set(data)
+    assert data["location"] == "gnss" and not {"lat", "lon", "acc", "cell", "payload", "trail"} & set(data)
     assert events(engine, "location_viewed") == []
 
 
@@ -101,7 +93,7 @@ def test_a_technician_or_police_it_never_sees_it(cli, engine, people, alarms, us
 
 def test_the_operator_can_come_from_the_environment(pendant_settings, engine, people, alarms) -> None:
     result = CliRunner().invoke(
-        main, ["alarms", "show", "pd-0001/12-3"], env={**env_for(pendant_settings), "PENDANT_OPERATOR": "ann"}
+        main, ["alarms", "show", "pd-0001/12-3"], env={**cli_env(pendant_settings), "PENDANT_OPERATOR": "ann"}
     )
     assert result.exit_code == 0 and "52.373101" in result.output
     assert [e.actor for e in events(engine, "location_viewed")] == ["ann"]

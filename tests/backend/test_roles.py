@@ -64,3 +64,13 @@ def test_who_can_names_the_roles_for_an_error_message() -> None:
     assert roles.who_can("alarms.location") == "dispatcher or supervisor"
     assert roles.who_can("users.manage") == "administrator"
     assert roles.who_can("alarms.handle_test") == "dispatcher, supervisor or technician"
+
+
+def test_a_test_alarm_needs_less_than_a_real_one_and_every_handler_may_handle_both() -> None:
+    assert roles.handling_permission(False) == "alarms.handle"
+    assert roles.handling_permission(True) == "alarms.handle_test"
+    # The API first refuses whoever may handle not even a test alarm: that only holds if every role
+    # that handles real alarms also handles test alarms.
+    assert roles.PERMISSIONS["alarms.handle"] <= roles.PERMISSIONS["alarms.handle_test"]
+    assert roles.can(["technician"], roles.handling_permission(True))
+    assert not roles.can(["technician"], roles.handling_permission(False))

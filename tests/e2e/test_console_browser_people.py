@@ -1,7 +1,8 @@
 """The console's people side in a real browser (Debian's Chromium): lock-out after wrong passwords, a
-forged request refused, a session that ends while the page is open, and an escalation that reaches
-the supervisor's console. The web server runs over a database with an alarm in it (stored by ingest
-from the protocol's example message); no pendant is needed for these stories."""
+forged request refused, a session that ends while the page is open, an escalation that reaches the
+supervisor's console, and the alarm alert on the fleet page. The web server runs over a database with an
+alarm in it (stored by ingest from the protocol's example message); no pendant is needed for these
+stories."""
 
 from __future__ import annotations
 
@@ -52,7 +53,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pk = session.exec(select(Alarm.id)).one()
     passwords = {
         name: add_account(engine, name, role)
-        for name, role in (("dana", "dispatcher"), ("sam", "supervisor"), ("lee", "dispatcher"))
+        for name, role in (
+            ("dana", "dispatcher"),
+            ("sam", "supervisor"),
+            ("lee", "dispatcher"),
+            ("pat", "police_it"),
+        )
     }
     web = BackgroundWebServer(engine, settings)
     web.start()
@@ -149,3 +155,40 @@ def test_an_escalation_alerts_the_supervisor_and_repeats_until_acknowledged(site
     assert alarms.escalate_due(site.engine, now=again + timedelta(seconds=61), after_s=60, max_count=0) == []
     supervisor.context.close()
     dispatcher.context.close()
+
+
+def _ingest_alarm(site: Site, alarm_id: str, *, test: bool) -> None:
+    message = json.loads((EXAMPLES / "alarm.json").read_text())
+    message.update(alarm_id=alarm_id, test=test, tst=int(utc_now().timestamp()))
+    Ingest(site.engine).handle("pendant/v1/pd-0001/alarm", json.dumps(message).encode())
+
+
+def test_police_it_on_the_fleet_page_hear_a_real_alarm_not_a_test_and_the_alert_ends_with_the_ack(
+    site: Site,
+) -> None:
+    with Session(site.engine) as session:  # whatever the tests before left unacknowledged
+        waiting = session.exec(select(Alarm.device_id, Alarm.alarm_id).where(Alarm.state == "received")).all()
+    for device_id, alarm_id in waiting:
+        alarms.acknowledge_alarm(site.engine, ref=f"{device_id}/{alarm_id}", operator="dana")
+    page = log_in(site.browser, site.web.url, "pat", site.passwords["pat"], path="/fleet")
+    assert page.url.endswith("/fleet")
+    wait_live(page)
+    alert = page.locator("#alarm-alert")
+    assert alert.is_hidden()
+
+    _ingest_alarm(site, "40-1", test=True)
+    alert.get_by_text("Test alarm waiting (1)").wait_for(timeout=SHORT_MS)
+    assert page.locator("body").get_attribute("data-sound") == "off", "a test alarm does not ring"
+
+    _ingest_alarm(site, "40-2", test=False)
+    alert.get_by_text("NEW ALARM: 1 alarm not acknowledged").wait_for(timeout=SHORT_MS)
+    assert page.locator("body").get_attribute("data-sound") == "playing"
+    assert alert.get_by_role("link", name="Open the alarm queue.").get_attribute("href") == "/console"
+
+    alarms.acknowledge_alarm(site.engine, ref="pd-0001/40-2", operator="dana")
+    alert.get_by_text("Test alarm waiting (1)").wait_for(timeout=SHORT_MS)
+    assert page.locator("body").get_attribute("data-sound") == "off"
+    alarms.acknowledge_alarm(site.engine, ref="pd-0001/40-1", operator="dana")
+    alert.wait_for(state="hidden", timeout=SHORT_MS)
+    assert page.problems.errors == []
+    page.context.close()

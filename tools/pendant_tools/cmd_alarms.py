@@ -53,11 +53,6 @@ def _position(alarm: Any) -> str:
     return "-"
 
 
-def _location_kind(alarm: Any) -> str:
-    """Whether the alarm came with a fix, only its cell, or nothing: no coordinates."""
-    return "fix" if alarm.lat is not None else "cell" if alarm.cell else "-"
-
-
 def without_location(data: dict[str, Any]) -> dict[str, Any]:
     """An alarm's data without anything that tells where the person is."""
     return {key: value for key, value in data.items() if key not in LOCATION_FIELDS}
@@ -75,7 +70,8 @@ def without_location(data: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit: int, as_json: bool) -> None:
-    """List the newest alarms first. LOCATION says whether an alarm came with a fix or only its cell;
+    """List the newest alarms first. LOCATION says whether an alarm came with a fix (`gnss`), only its
+    cell (`cell`) or nothing (`none`), as the API's `location_kind` does;
     the position itself is in `pendant alarms show ... --operator` (recorded in the audit log).
 
     \b
@@ -85,11 +81,12 @@ def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit
       pendant alarms list --device pd-0001 --limit 10
       pendant alarms list --json
     """
+    from pendant_backend.locations import location_kind
     from pendant_backend.queries import alarm_as_dict, list_alarms
 
     found = list_alarms(open_engine(), device_id=device_id, state=state, open_only=open_only, limit=limit)
     if as_json:
-        print_json([{**without_location(alarm_as_dict(a)), "location": _location_kind(a)} for a in found])
+        print_json([{**without_location(alarm_as_dict(a)), "location": location_kind(a)} for a in found])
         return
     if not found:
         click.echo("no alarms")
@@ -101,7 +98,7 @@ def alarms_list(device_id: str | None, state: str | None, open_only: bool, limit
             a.state + (f" ({a.acknowledged_by})" if a.acknowledged_by else ""),
             when(a.raised_at),
             when(a.received_at),
-            _location_kind(a),
+            location_kind(a),
             f"{a.batt}%" if a.batt is not None else "-",
             str(a.escalations),
         ]
@@ -173,7 +170,7 @@ def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
     engine = open_engine()
     alarm = _find_alarm(engine, alarm_ref)
     data = without_location(alarm_as_dict(alarm))
-    data["location"] = _location_kind(alarm)
+    data["location"] = locations.location_kind(alarm)
     view = None
     if operator:
         person = run_as(engine, operator, "alarms.location")
@@ -208,7 +205,9 @@ def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
 
 def _handler(engine: Any, alarm: Any, operator: str) -> Any:
     """The account acting on `alarm`: a dispatcher or supervisor; for a test alarm also a technician."""
-    return run_as(engine, operator, "alarms.handle_test" if alarm.test else "alarms.handle")
+    from pendant_backend import roles
+
+    return run_as(engine, operator, roles.handling_permission(alarm.test))
 
 
 @alarms.command("ack", context_settings=CONTEXT)

@@ -18,11 +18,11 @@ from pydantic import create_model
 from sqlmodel import Field, SQLModel
 
 from pendant_backend import audit, health, lifecycle
+from pendant_backend.locations import LocationKind, location_kind
 from pendant_backend.models import LOAN_STATES, Alarm, AlarmLocation, AuditEvent, Command, Device, DeviceBase
 
 AlarmState = Literal["received", "acknowledged", "resolved"]
 Resolution = Literal["incident", "precautionary", "false", "test"]
-LocationKind = Literal["gnss", "cell", "none"]
 Connectivity = Literal["online", "late", "offline", "never_seen"]
 Battery = Literal["ok", "low", "critical", "unknown"]
 HealthFlag = Literal[
@@ -39,13 +39,6 @@ LoanState = Literal["in_stock", "provisioned", "issued", "returned", "decommissi
 
 
 # ---- alarms ---------------------------------------------------------------------------------------
-
-
-def location_kind(alarm: Alarm) -> LocationKind:
-    """`gnss` (the alarm came with a fix), `cell` (only its serving cell) or `none`."""
-    if alarm.lat is not None:
-        return "gnss"
-    return "cell" if alarm.cell else "none"
 
 
 class FallbackPublic(SQLModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BeforeValidator
 from sqlalchemy import Engine, func
@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from pendant_backend import health, monitor, readiness, registry
 from pendant_backend.api.deps import Caller, EngineDep, SettingsDep, refuse, require
+from pendant_backend.api.schemas import Battery, Connectivity, HealthFlag, LoanState
 from pendant_backend.console import charts, views
 from pendant_backend.console.render import page
 from pendant_backend.models import LOAN_STATES, Device, HealthEvent, Heartbeat, as_utc, utc_now
@@ -127,23 +128,8 @@ def _sort_key(sort: str):  # noqa: ANN202
     return lambda r: r.device.device_id
 
 
-Connectivity = Literal["online", "late", "offline", "never_seen"]
-Battery = Literal["ok", "low", "critical", "unknown"]
-Flag = Literal[
-    "charging",
-    "weak_signal",
-    "gnss_stale",
-    "outbox_backlog",
-    "firmware_drift",
-    "config_drift",
-    "test_overdue",
-    "renewal_due",
-    "revoked",
-    "not_ready",
-    "issued_without",
-    "recall",
-]
-Loan = Literal["in_stock", "provisioned", "issued", "returned", "decommissioned"]
+# The filters' value sets are the API's (api/schemas.py), plus the console's own flags.
+Flag = Literal[HealthFlag, "revoked", "not_ready", "issued_without", "recall"]
 Sort = Literal["device", "connectivity", "battery", "hours_left", "signal", "last_seen", "loan"]
 
 
@@ -157,24 +143,41 @@ def _optional(choice: Any) -> Any:
     return Annotated[choice | None, BeforeValidator(_blank_is_none)]
 
 
-ConnectivityFilter = _optional(Connectivity)
-BatteryFilter = _optional(Battery)
-FlagFilter = _optional(Flag)
-LoanFilter = _optional(Loan)
+@dataclass(frozen=True)
+class TableQuery:
+    """What the fleet page's filter form asks for (both the page and its table take it)."""
+
+    filters: dict[str, Any]
+    sort: str
+    direction: str
 
 
-def _table_context(
-    engine: Engine, caller: Caller, filters: dict[str, Any], sort: str, direction: str
-) -> dict:
+def table_query(
+    connectivity: _optional(Connectivity) = None,
+    battery: _optional(Battery) = None,
+    flag: _optional(Flag) = None,
+    loan: _optional(LoanState) = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+    sort: Sort = "connectivity",
+    direction: Literal["asc", "desc"] = "asc",
+) -> TableQuery:
+    filters = {"connectivity": connectivity, "battery": battery, "flag": flag, "loan": loan, "q": q}
+    return TableQuery(filters, sort, direction)
+
+
+TableQueryDep = Annotated[TableQuery, Depends(table_query)]
+
+
+def _table_context(engine: Engine, caller: Caller, query: TableQuery) -> dict:
     rows = fleet_rows(engine, caller)
-    shown = [r for r in rows if _keep(r, **filters)]
-    shown.sort(key=_sort_key(sort), reverse=direction == "desc")
+    shown = [r for r in rows if _keep(r, **query.filters)]
+    shown.sort(key=_sort_key(query.sort), reverse=query.direction == "desc")
     return {
         "rows": shown,
         "total": len(rows),
-        "filters": filters,
-        "sort": sort,
-        "direction": direction,
+        "filters": query.filters,
+        "sort": query.sort,
+        "direction": query.direction,
         "now": utc_now(),
     }
 
@@ -206,21 +209,9 @@ def _pictures(engine: Engine, rows: list[FleetRow]) -> dict[str, str]:
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-def fleet(
-    request: Request,
-    engine: EngineDep,
-    caller: Viewer,
-    connectivity: ConnectivityFilter = None,
-    battery: BatteryFilter = None,
-    flag: FlagFilter = None,
-    loan: LoanFilter = None,
-    q: Annotated[str | None, Query(max_length=64)] = None,
-    sort: Sort = "connectivity",
-    direction: Literal["asc", "desc"] = "asc",
-) -> Response:
+def fleet(request: Request, engine: EngineDep, caller: Viewer, query: TableQueryDep) -> Response:
     """Counts per health state, then the table."""
-    filters = {"connectivity": connectivity, "battery": battery, "flag": flag, "loan": loan, "q": q}
-    context = _table_context(engine, caller, filters, sort, direction)
+    context = _table_context(engine, caller, query)
     all_rows = fleet_rows(engine, caller)
     summary = monitor.fleet_summary(engine)
     context.update(
@@ -231,6 +222,8 @@ def fleet(
         ),
         issued_without=sum(bool(r.issued_without) for r in all_rows),
         revoked=sum(r.revoked for r in all_rows),
+        connectivities=health.CONNECTIVITY,
+        batteries=health.BATTERY,
         flags=health.FLAGS,
         loan_states=LOAN_STATES,
         sorts=SORTS,
@@ -240,21 +233,9 @@ def fleet(
 
 
 @router.get("/fleet/table", response_class=HTMLResponse)
-def fleet_table(
-    request: Request,
-    engine: EngineDep,
-    caller: Viewer,
-    connectivity: ConnectivityFilter = None,
-    battery: BatteryFilter = None,
-    flag: FlagFilter = None,
-    loan: LoanFilter = None,
-    q: Annotated[str | None, Query(max_length=64)] = None,
-    sort: Sort = "connectivity",
-    direction: Literal["asc", "desc"] = "asc",
-) -> Response:
+def fleet_table(request: Request, engine: EngineDep, caller: Viewer, query: TableQueryDep) -> Response:
     """The table alone (filters and sorting reload it)."""
-    filters = {"connectivity": connectivity, "battery": battery, "flag": flag, "loan": loan, "q": q}
-    return page(request, "_fleet_table.html", _table_context(engine, caller, filters, sort, direction))
+    return page(request, "_fleet_table.html", _table_context(engine, caller, query))
 
 
 def _samples(engine: Engine, device_id: str, since: datetime) -> list[charts.Sample]:

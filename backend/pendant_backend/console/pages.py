@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from pendant_backend import alarms, cells, commands, lifecycle, locations
+from pendant_backend import alarms, cells, commands, lifecycle, locations, roles
 from pendant_backend.api.deps import Caller, CallerDep, EngineDep, SettingsDep, refuse, require
 from pendant_backend.console import data, views
 from pendant_backend.console.render import page
@@ -40,9 +40,7 @@ def _detail_or_404(request: Request, engine, pk: int, caller: Caller) -> data.Al
 
 
 def _may_handle(caller: Caller, detail: data.AlarmDetail) -> bool:
-    return caller.person.can("alarms.handle") or (
-        detail.alarm.test and caller.person.can("alarms.handle_test")
-    )
+    return caller.person.can(roles.handling_permission(detail.alarm.test))
 
 
 def _check_handle(request: Request, caller: Caller, detail: data.AlarmDetail) -> None:

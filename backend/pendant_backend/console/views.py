@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pendant_backend.locations import location_kind
 from pendant_backend.models import Alarm, AuditEvent, as_utc
 
 
@@ -34,15 +35,6 @@ def age_text(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def location_kind(alarm: Alarm) -> str:
-    """`gnss` (a fix), `cell` (only the serving cell) or `none`."""
-    if alarm.lat is not None:
-        return "gnss"
-    if alarm.cell:
-        return "cell"
-    return "none"
 
 
 def location_summary(alarm: Alarm) -> str:

@@ -29,11 +29,10 @@ from pendant_backend.api.schemas import (
     PositionPublic,
     TimelineEventPublic,
     TrailPointPublic,
-    location_kind,
     problems,
 )
 from pendant_backend.models import Alarm
-from pendant_backend.roles import who_can
+from pendant_backend.roles import handling_permission, who_can
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,12 @@ def _find_to_handle(request: Request, engine: Engine, ref: str, caller: Caller) 
     """The alarm, if the caller may acknowledge and resolve it: alarms.handle, or alarms.handle_test
     for a test alarm (the bench test); 403 before the alarm is looked up for those who may do neither."""
     person = caller.person
-    if not (person.can("alarms.handle") or person.can("alarms.handle_test")):
+    if not person.can("alarms.handle_test"):
         raise refuse(
             request, 403, f"acting on alarms needs the role {who_can('alarms.handle')}", caller.username
         )
     alarm = _find(request, engine, ref, caller)
-    if not (person.can("alarms.handle") or alarm.test):
+    if not person.can(handling_permission(alarm.test)):
         raise refuse(
             request,
             403,
@@ -124,7 +123,7 @@ def get_location(
         alarm_id=view.alarm.id,
         ref=view.alarm.ref,
         state=view.alarm.state,
-        location_kind=location_kind(view.alarm),
+        location_kind=locations.location_kind(view.alarm),
         position=PositionPublic.model_validate(view.position) if view.position else None,
         cell=CellPublic.model_validate(view.cell) if view.cell else None,
         cell_area=area,

@@ -167,8 +167,9 @@ const PendantConsole = (() => {
   }
 
   function refreshQueue() {
-    const queue = $("queue");
-    if (queue) htmx.ajax("GET", "/console/queue", { target: "#queue", swap: "innerHTML" });
+    // The queue on the dispatch page; elsewhere its hidden copy, which only feeds the alarm alert.
+    const target = $("queue") ? "#queue" : $("queue-watch") ? "#queue-watch" : null;
+    if (target) htmx.ajax("GET", "/console/queue", { target: target, swap: "innerHTML" });
   }
 
   function refreshDetails(pk) {
@@ -187,19 +188,8 @@ const PendantConsole = (() => {
   }
 
   function onAlarmChange(change) {
-    if (!$("queue")) {
-      // On another page (the fleet): a new alarm still reaches this person, with a way to it.
-      if (change.kind === "alarm_received") {
-        const alert = $("alarm-alert");
-        alert.innerHTML = "<strong>NEW ALARM</strong> from " + change.device + ": <a href=\"/console/alarms/" +
-          change.alarm + "\">open the alarm queue</a>.";
-        alert.hidden = false;
-        body.dataset.alert = "on";
-        startAlertSound("alarm");
-      }
-      return;
-    }
     debounce("queueTimer", 100, refreshQueue);
+    if (!$("queue")) return;  // another page (the fleet): only the alert follows alarms
     const pk = selectedAlarm();
     if (pk === change.alarm) {
       if (change.kind === "alarm_location" && window.PendantMap) window.PendantMap.update(pk);
@@ -263,8 +253,9 @@ const PendantConsole = (() => {
   }
 
   function updateAlert() {
-    const inner = document.querySelector("#queue .queue-inner");
+    const inner = document.querySelector("#queue .queue-inner, #queue-watch .queue-inner");
     if (!inner) return;
+    const away = !$("queue");  // on the fleet pages the alert says where the alarms are
     const unacked = Number(inner.dataset.unacked || 0);
     const escalated = Number(inner.dataset.escalated || 0);
     const tests = Number(inner.dataset.tests || 0);
@@ -272,10 +263,12 @@ const PendantConsole = (() => {
     const alert = $("alarm-alert");
     if (unacked > 0) {
       alert.textContent = (unacked === 1 ? "NEW ALARM: 1 alarm" : "NEW ALARMS: " + unacked + " alarms") +
-        " not acknowledged. Open it, then acknowledge.";
+        " not acknowledged. " + (away ? "" : "Open it, then acknowledge.");
+      if (away) alert.append(queueLink());
       alert.hidden = false;
     } else if (tests > 0) {
-      alert.textContent = "Test alarm waiting (" + tests + "): not dispatched, acknowledge it when you can.";
+      alert.textContent = "Test alarm waiting (" + tests + "): not dispatched, acknowledge it when you can. ";
+      if (away) alert.append(queueLink());
       alert.hidden = false;
     } else {
       alert.hidden = true;
@@ -293,6 +286,7 @@ const PendantConsole = (() => {
     if (supervisor && escalated > 0) startAlertSound("escalation");
     else if (unacked > 0) startAlertSound("alarm");
     else stopAlertSound();
+    if (away) return;
     // A new alarm opens by itself when the dispatcher has none open.
     if (!selectedAlarm() && inner.dataset.firstAlert && $("alarm-details")) {
       const pk = Number(inner.dataset.firstAlert);
@@ -301,12 +295,19 @@ const PendantConsole = (() => {
     }
   }
 
+  function queueLink() {
+    const link = document.createElement("a");
+    link.href = "/console";
+    link.textContent = "Open the alarm queue.";
+    return link;
+  }
+
   // ---- wiring --------------------------------------------------------------------------------
 
   function init() {
     document.addEventListener("htmx:afterSwap", (event) => {
       const target = event.detail.target;
-      if (target.id === "queue") updateAlert();
+      if (target.id === "queue" || target.id === "queue-watch") updateAlert();
       if (target.id === "alarm-details") {
         const pk = selectedAlarm();
         const pane = $("map-pane");
