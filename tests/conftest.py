@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import leak_check
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -205,13 +206,14 @@ def pendant_data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="pendant-test-"))
     os.chmod(path, 0o711)
     yield path
+    leak_check.REGISTRY.harvest(path)  # its secrets and logs, for the end-to-end suite's secret check
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def pendant_settings(pendant_data_dir: Path) -> Settings:
     """Project settings on the fresh data folder and a free port (the broker is not started); SQLite."""
-    return Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port())
+    return Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port(), mqtt_tls_port=free_port())
 
 
 @pytest.fixture

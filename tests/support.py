@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import leak_check
 
 from pendant_backend.broker import Broker, BrokerSecrets
 from pendant_backend.settings import Settings
@@ -23,7 +25,8 @@ class BrokerFixture:
     (`broker.broker.kill()` then `.start()` simulates a crash and restart)."""
 
     settings: Settings
-    secrets: BrokerSecrets
+    # Not in the repr: pytest prints a failing test's fixtures, and these are passwords.
+    secrets: BrokerSecrets = field(repr=False)
     broker: Broker
 
     @property
@@ -39,6 +42,13 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return {
         "PENDANT_DATA_DIR": str(settings.data_dir),
         "PENDANT_MQTT_PORT": str(settings.mqtt_port),
+        "PENDANT_MQTT_PLAIN": "on" if settings.mqtt_plain else "off",
+        "PENDANT_MQTT_TLS_PORT": str(settings.mqtt_tls_port),
+        "PENDANT_MQTT_TLS_BIND": settings.mqtt_tls_bind,
+        "PENDANT_MQTT_PUBLIC_HOST": settings.mqtt_public_host,
+        "PENDANT_TLS_CERT": settings.tls_cert,
+        "PENDANT_TLS_KEY": settings.tls_key,
+        "PENDANT_TLS_CA": settings.tls_ca,
         "PENDANT_DB_URL": settings.db_url,
     }
 
@@ -49,7 +59,9 @@ def run_cli(settings: Settings, *args: str, catch_exceptions: bool = False):  # 
 
     from pendant_tools.cli import main
 
-    return CliRunner().invoke(main, list(args), env=cli_env(settings), catch_exceptions=catch_exceptions)
+    result = CliRunner().invoke(main, list(args), env=cli_env(settings), catch_exceptions=catch_exceptions)
+    leak_check.REGISTRY.add_output(f"pendant {' '.join(args)}", result.output)
+    return result
 
 
 def add_account(engine, username: str, *roles: str, password: str = PASSWORD) -> str:  # noqa: ANN001
@@ -59,4 +71,6 @@ def add_account(engine, username: str, *roles: str, password: str = PASSWORD) ->
 
     _, one_time = users.add_user(engine, username=username, role_names=list(roles), actor="test")
     users.change_password(engine, username=username, old=one_time, new=password)
+    leak_check.REGISTRY.add_secret(f"account {username}'s one-time password", one_time)
+    leak_check.REGISTRY.add_secret(f"account {username}'s password", password)
     return password

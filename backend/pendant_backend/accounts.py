@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pendant_backend import BackendError, audit, configs, payloads
+from pendant_backend import BackendError, audit, configs, payloads, pki
 from pendant_backend.broker import (
     DYNSEC_TOPIC,
     BrokerSecrets,
@@ -28,6 +28,7 @@ from pendant_backend.broker import (
     load_secrets,
     new_password,
 )
+from pendant_backend.broker_endpoint import backend_endpoint
 from pendant_backend.db import engine_for, session_scope
 from pendant_backend.models import Device, utc_now
 from pendant_backend.mqtt_link import RequestSession
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DYNSEC_RESPONSE_TOPIC = f"{DYNSEC_TOPIC}/response"
 DEVICE_KEEPALIVE_S = 60
+CONFIG_FILE = "config.json"
+CA_FILE = "ca.pem"  # on the pendant's flash beside config.json
 _HASH_ITERATIONS = 100_000
 
 
@@ -77,19 +80,35 @@ def verify_password(password: str, stored: str) -> bool:
 def device_config(
     settings: Settings, device_id: str, password: str, *, apn: str = "internet"
 ) -> dict[str, Any]:
-    """The pendant's config.json (docs/protocol-examples/device-config.json)."""
+    """What provisioning puts on the pendant's flash: its config.json
+    (docs/protocol-examples/device-config.json: over TLS to the broker's public name and TLS port), and
+    under "files" the files that go beside it, the CA its server must prove to come from as `ca.pem`.
+    Whatever writes a pendant's flash writes "files" as files of their own (`pendant_files`): the
+    firmware reads config.json on every connect, and a PEM in it would be 1-2 KB of heap in one piece."""
     return {
         "device_id": device_id,
         "mqtt": {
-            "host": settings.mqtt_host,
-            "port": settings.mqtt_port,
+            "host": settings.mqtt_public_host,
+            "port": settings.mqtt_tls_port,
             "user": device_id,
             "password": password,
-            "tls": False,
+            "tls": True,
+            "ca": CA_FILE,
             "keepalive": DEVICE_KEEPALIVE_S,
         },
         "apn": apn,
+        "files": {CA_FILE: pki.ca_pem(settings).decode("ascii")},
     }
+
+
+def pendant_files(config: dict[str, Any]) -> dict[str, bytes]:
+    """The files of a rendered device config as the pendant's flash holds them: config.json (without
+    "files") and each of its files (ca.pem)."""
+    own = {key: value for key, value in config.items() if key != "files"}
+    files = {CONFIG_FILE: (json.dumps(own, separators=(",", ":")) + "\n").encode()}
+    for name, text in config.get("files", {}).items():
+        files[name] = text.encode("ascii")
+    return files
 
 
 @contextmanager
@@ -99,8 +118,7 @@ def dynsec_session(
     """One admin connection to the dynamic-security API, for many calls (e.g. provisioning a batch)."""
     broker_secrets = broker_secrets or load_secrets(settings)
     with RequestSession(
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
+        **backend_endpoint(settings).client_options(),
         username=broker_secrets.admin_username,
         password=broker_secrets.admin_password,
         topic=DYNSEC_TOPIC,
@@ -334,7 +352,12 @@ def rotate_device(
 
 
 def write_device_config(path: Any, config: dict[str, Any]) -> None:
-    """Write a rendered config.json for the tools (mode 0600: it holds the password)."""
+    """Write a rendered config as the pendant gets it: config.json at `path` (mode 0600: it holds the
+    password) and its files beside it (ca.pem), ready to be copied to the pendant's flash as they are."""
+    from pathlib import Path
+
     from pendant_backend.settings import write_private_file
 
-    write_private_file(path, (json.dumps(config, separators=(",", ":")) + "\n").encode())
+    path = Path(path)
+    for name, data in pendant_files(config).items():
+        write_private_file(path if name == CONFIG_FILE else path.with_name(name), data)

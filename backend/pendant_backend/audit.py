@@ -3,6 +3,8 @@ event in one hash chain (pendant_backend.chain), and the verifier replays it aga
 
 Events hold digests of personal data, never the data: `alarm_received` holds the digest of the alarm's
 content, `alarm_location` the digest of one trail point, `alarm_resolved` the digest of the note.
+Checking the chain is itself recorded (`audit_verified`, and for case exports `alarm_exported` and
+`export_verified`, in pendant_backend.export), with who did it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 
 from pendant_backend import chain
-from pendant_backend.db import lock_audit_chain
-from pendant_backend.models import Alarm, AlarmLocation, AuditEvent, iso
+from pendant_backend.db import lock_audit_chain, session_scope
+from pendant_backend.models import Alarm, AlarmLocation, AuditEvent, iso, utc_now
 
 log = logging.getLogger(__name__)
 
 SYSTEM = "system"
+VERIFIED = "audit_verified"
 
 
 def alarm_content(alarm: Alarm) -> dict[str, Any]:
@@ -257,3 +260,19 @@ def chain_head(engine: Engine) -> tuple[int, str]:
     with Session(engine) as session:
         last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
     return (last.seq, last.hash) if last else (0, chain.GENESIS)
+
+
+def record_verification(
+    engine: Engine, *, actor: str, checked: tuple[int, str], problems: list[str]
+) -> AuditEvent:
+    """Record that `actor` verified the chain up to `checked` (seq, hash) and what was found
+    (`audit_verified`): a later reader sees who looked, and when."""
+    seq, head = checked
+    with session_scope(engine) as session:
+        return append(
+            session,
+            kind=VERIFIED,
+            at=utc_now(),
+            actor=actor,
+            data={"events": seq, "head": head, "intact": not problems, "problems": len(problems)},
+        )

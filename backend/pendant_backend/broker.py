@@ -1,4 +1,11 @@
-"""Writes the Mosquitto config and the initial dynamic-security file, and runs the broker as a subprocess."""
+"""Writes the Mosquitto config and the initial dynamic-security file, and runs the broker as a subprocess.
+
+The broker listens with TLS (1.2 or later) for the pendants, with the certificate of pendant_backend.pki,
+and, unless switched off, in plain MQTT on loopback for the backend and the bench. Mosquitto reads its
+certificates after it has dropped root, so it serves copies in <data>/broker/tls that its own user owns;
+the CA key is never among them. SIGHUP makes a running broker read them again
+(`reload_certificates`).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,27 @@ import hashlib
 import logging
 import os
 import pwd
+import re
 import secrets
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pendant_backend import BackendError
+from pendant_backend import BackendError, pki
 from pendant_backend.payloads import BACKEND_TOPICS, DEVICE_TOPICS, topic_for
-from pendant_backend.settings import Settings, read_private_json, write_private_json
+from pendant_backend.pki import TlsFiles
+from pendant_backend.settings import (
+    Settings,
+    check_plain_listener,
+    read_private_json,
+    write_private_file,
+    write_private_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +49,9 @@ DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
 # Mosquitto's own defaults for the dynamic-security file (see mosquitto_ctrl dynsec init).
 _DYNSEC_SALT_BYTES = 12
 _DYNSEC_ITERATIONS = 101
+
+# The line Mosquitto logs once every listener is open (and its certificates are loaded).
+_RUNNING_LINE = re.compile(rb"mosquitto version \S+ running")
 
 
 class BrokerError(BackendError):
@@ -159,12 +178,15 @@ def dynsec_document(broker_secrets: BrokerSecrets) -> dict[str, object]:
 class Broker:
     """One Mosquitto process for the data folder in `settings`.
 
-    `start()` writes the config (and, on first run, the accounts), starts mosquitto and waits until it
-    accepts connections; `stop()` ends it cleanly so it saves its queues; `kill()` is SIGKILL, for tests.
+    `start()` writes the config (and, on first run, the accounts and the CA), starts mosquitto and waits
+    until it accepts connections; `stop()` ends it cleanly so it saves its queues; `kill()` is SIGKILL,
+    for tests. `tls` serves those files instead of pki.ensure(settings) without checking them (tests
+    serve expired or wrong certificates with it on purpose).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tls: TlsFiles | None = None) -> None:
         self.settings = settings
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
         self._stay_root = False
@@ -186,6 +208,15 @@ class Broker:
         return self.settings.broker_dir / "db"
 
     @property
+    def tls_dir(self) -> Path:
+        """The broker's own copies of the CA, its certificate and its key (mode 0700, its user's)."""
+        return broker_tls_dir(self.settings)
+
+    @property
+    def pid_path(self) -> Path:
+        return broker_pid_path(self.settings)
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
@@ -196,6 +227,7 @@ class Broker:
     def prepare(self) -> BrokerSecrets:
         """Create the folders, the accounts (first run only) and the config; return the accounts."""
         settings = self.settings
+        check_plain_listener(settings)
         for path in (settings.data_dir, settings.broker_dir):
             if any(c.isspace() for c in str(path)):
                 raise BrokerError(
@@ -226,6 +258,7 @@ class Broker:
             private_dir.mkdir(mode=0o700, exist_ok=True)
             _give_to(private_dir, broker_user)
         broker_secrets = self._ensure_accounts(broker_user)
+        install_certificates(self.tls_dir, self._tls or pki.ensure(settings), broker_user)
         # The log names clients and their addresses: for the broker and root only.
         os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         _give_to(self.log_path, broker_user)
@@ -258,7 +291,18 @@ class Broker:
         lines = [
             "# Written by pendant_backend.broker on every start: edit the settings, not this file.",
             "per_listener_settings false",
-            f"listener {s.mqtt_port} {s.mqtt_host}",
+        ]
+        if s.mqtt_plain:
+            # For the backend and the bench on this machine only (check_plain_listener).
+            lines.append(f"listener {s.mqtt_port} {s.mqtt_host}")
+        bind = "" if s.mqtt_tls_bind in ("", "0.0.0.0") else f" {s.mqtt_tls_bind}"
+        lines += [
+            f"listener {s.mqtt_tls_port}{bind}",
+            f"cafile {self.tls_dir / 'ca.crt'}",
+            f"certfile {self.tls_dir / 'server.crt'}",
+            f"keyfile {self.tls_dir / 'server.key'}",
+            # The minimum: TLS 1.0 and 1.1 clients are refused in the handshake.
+            "tls_version tlsv1.2",
             "allow_anonymous false",
             f"auth_plugin {s.dynsec_plugin}",
             f"auth_opt_config_file {self.dynsec_path}",
@@ -301,11 +345,18 @@ class Broker:
         if self.is_running():
             raise BrokerError(f"this broker is already running (pid {self.pid})")
         broker_secrets = self.prepare()
-        if _accepts_connections(self.settings.mqtt_host, self.settings.mqtt_port):
+        s = self.settings
+        if s.mqtt_plain and _accepts_connections(s.mqtt_host, s.mqtt_port):
             raise BrokerError(
-                f"something already listens on {self.settings.mqtt_address} (another broker?): "
+                f"something already listens on {s.mqtt_address} (another broker?): "
                 "stop it, or choose another port with PENDANT_MQTT_PORT"
             )
+        if _accepts_connections(_probe_host(s.mqtt_tls_bind), s.mqtt_tls_port):
+            raise BrokerError(
+                f"something already listens on {s.mqtt_tls_address} (another broker?): "
+                "stop it, or choose another port with PENDANT_MQTT_TLS_PORT"
+            )
+        log_start = self.log_path.stat().st_size
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() or kill()
         try:
             self._process = subprocess.Popen(
@@ -330,22 +381,42 @@ class Broker:
                     f"mosquitto exited with code {code} at start; the end of {self.log_path}:\n"
                     f"{self.log_tail()}"
                 )
-            if _accepts_connections(self.settings.mqtt_host, self.settings.mqtt_port):
-                log.info("broker listening on %s (pid %d)", self.settings.mqtt_address, self._process.pid)
+            if self._listening(log_start):
+                self.pid_path.write_text(f"{self._process.pid}\n")
+                log.info("broker listening on %s (pid %d)", self.listeners(), self._process.pid)
                 return broker_secrets
             if time.monotonic() > deadline:
                 self.kill()
                 raise BrokerError(
-                    f"mosquitto did not listen on {self.settings.mqtt_address} within {timeout:.0f} s; "
+                    f"mosquitto did not listen on {self.listeners()} within {timeout:.0f} s; "
                     f"the end of {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.02)
 
-    def wait(self) -> int:
-        """Block until the broker exits; return its exit code."""
+    def listeners(self) -> str:
+        """Where it listens, for messages: `TLS on 0.0.0.0:8883, plain on 127.0.0.1:18830`."""
+        s = self.settings
+        text = f"TLS on {s.mqtt_tls_address}"
+        return text + (f", plain on {s.mqtt_address}" if s.mqtt_plain else " (no plain listener)")
+
+    def _listening(self, log_start: int) -> bool:
+        # Probing the TLS port with a bare TCP connection would log a failed handshake at every start,
+        # so the broker's own "running" line says when every listener is open.
+        with open(self.log_path, "rb") as log_file:
+            log_file.seek(log_start)
+            if not _RUNNING_LINE.search(log_file.read()):
+                return False
+        s = self.settings
+        return not s.mqtt_plain or _accepts_connections(s.mqtt_host, s.mqtt_port)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the broker exits and return its exit code; None if it still runs after `timeout`."""
         if self._process is None:
             raise BrokerError("the broker is not running")
-        return self._process.wait()
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (mosquitto saves its database on the way out); SIGKILL after `timeout` seconds."""
@@ -372,6 +443,35 @@ class Broker:
         self._process = None
         self._close_log()
 
+    def reload_certificates(self, tls: TlsFiles | None = None) -> None:
+        """Serve `tls` (default: the files given at construction, else pki.ensure): new copies, then
+        SIGHUP to this broker."""
+        if not self.is_running():
+            raise BrokerError("this broker is not running")
+        assert self._process is not None
+        _reinstall(self.settings, tls or self._tls, self._process.pid)
+
+    def refresh_certificates(self) -> bool:
+        """For a broker that runs for months: if pki.ensure now gives another certificate than the one
+        served (the project's, issued again near its end; the operator's, renewed in place), serve it.
+        True if it did. A fault in the files is logged and the broker keeps its current certificate.
+        Files given at construction are served as they are."""
+        if self._tls is not None or not self.is_running():
+            return False
+        try:
+            files = pki.ensure(self.settings)
+            if files.server_cert.read_bytes() == (self.tls_dir / "server.crt").read_bytes():
+                return False
+            self.reload_certificates(files)
+        except (BackendError, OSError) as exc:
+            log.error("the broker keeps its current certificate: %s", exc)
+            return False
+        log.info(
+            "the broker serves its new certificate %s",
+            pki.describe(pki.load_certs(files.server_cert, "")[0]).sha256,
+        )
+        return True
+
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the broker's log."""
         try:
@@ -384,6 +484,7 @@ class Broker:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        self.pid_path.unlink(missing_ok=True)
 
     def __enter__(self) -> Broker:
         self.start()
@@ -391,6 +492,94 @@ class Broker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def broker_tls_dir(settings: Settings) -> Path:
+    """Where the broker's copies of its TLS files live."""
+    return settings.broker_dir / "tls"
+
+
+def broker_pid_path(settings: Settings) -> Path:
+    """The pid of the broker `pendant broker run` started (removed when it stops)."""
+    return settings.broker_dir / "mosquitto.pid"
+
+
+def install_certificates(folder: Path, tls: TlsFiles, broker_user: pwd.struct_passwd | None) -> None:
+    """Copy the CA, the certificate and the key into `folder` (0700, files 0600) for the broker's user."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _give_to(folder, broker_user)
+    for source, name in (
+        (tls.ca_cert, "ca.crt"),
+        (tls.server_cert, "server.crt"),
+        (tls.server_key, "server.key"),
+    ):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise BrokerError(f"cannot read {source} for the broker: {exc.strerror}") from None
+        write_private_file(folder / name, data)
+        _give_to(folder / name, broker_user)
+
+
+def running_broker_pid(settings: Settings) -> int | None:
+    """The pid of the broker running on this data folder, or None if there is none."""
+    try:
+        pid = int(broker_pid_path(settings).read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    # A stale pid file could name any process by now: it must be mosquitto on our config.
+    config = str(settings.broker_dir / "mosquitto.conf").encode()
+    if not command or not command[0].endswith(b"mosquitto") or config not in command:
+        return None
+    return pid
+
+
+def reload_certificates(settings: Settings, tls: TlsFiles | None = None) -> int | None:
+    """Give the running broker of this data folder new copies of `tls` (default: pki.ensure) and make it
+    read them (SIGHUP: Mosquitto reloads its certificates and keys; connected clients stay connected).
+    Returns its pid, or None when no broker runs (the next start serves the new files)."""
+    pid = running_broker_pid(settings)
+    if pid is None:
+        return None
+    _reinstall(settings, tls, pid)
+    return pid
+
+
+def _reinstall(settings: Settings, tls: TlsFiles | None, pid: int) -> None:
+    folder = broker_tls_dir(settings)
+    owner = folder.stat()
+    user = None if owner.st_uid == os.geteuid() else pwd.getpwuid(owner.st_uid)
+    install_certificates(folder, tls or pki.ensure(settings), user)
+    os.kill(pid, signal.SIGHUP)
+    log.info("the broker (pid %d) reloads its certificates", pid)
+
+
+def served_fingerprint(settings: Settings, timeout: float = 3.0) -> str | None:
+    """The SHA-256 fingerprint of the certificate the TLS listener serves now, or None if none answers.
+
+    Nothing is verified: this only tells which certificate is served (after a rotation, say).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        raw = socket.create_connection((_probe_host(settings.mqtt_tls_bind), settings.mqtt_tls_port), timeout)
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    return pki.fingerprint_der(der) if der else None
+
+
+def _probe_host(bind: str) -> str:
+    """The address to probe a listener bound to `bind` on."""
+    if bind in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
 
 
 def _broker_user() -> pwd.struct_passwd | None:

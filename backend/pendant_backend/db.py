@@ -47,6 +47,11 @@ def normalize_url(db_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def shown_url(db_url: str) -> str:
+    """The database URL as messages may show it: the password replaced by ***."""
+    return make_url(db_url).render_as_string(hide_password=True)
+
+
 def is_postgresql(engine: Engine) -> bool:
     """True for a PostgreSQL engine."""
     return engine.dialect.name == "postgresql"

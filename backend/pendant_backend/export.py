@@ -1,43 +1,63 @@
-"""Case exports: one alarm, its trail and its audit events in a file that can be verified later, without
-the database, by `pendant alarms verify FILE` (docs/operations.md, "Verifying a case export").
+"""Case exports: one alarm, its trail and its audit events in a file that anyone holding the force's public
+key can verify, without the database and without any secret of the backend (docs/evidence.md).
 
 The file holds the alarm's own events in full and, for the stretch of the chain they span, only the
 numbers and hashes of the other events (which belong to other pendants and are not disclosed). It is
-signed with HMAC-SHA256 under the backend's key, so that the file as a whole cannot be altered either.
+signed with the backend's Ed25519 key (pendant_backend.export_key) over `signed_bytes`: the document
+without its `signature` member, as canonical JSON in UTF-8. Making an export and verifying one against
+this backend are audit events naming who did it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from pendant_backend import BackendError, alarms, audit, chain
-from pendant_backend.models import AlarmLocation, AuditEvent, iso, utc_now
+from pendant_backend import BackendError, alarms, audit, chain, export_key
+from pendant_backend.db import session_scope
+from pendant_backend.export_check import check_content
+from pendant_backend.models import Alarm, AlarmLocation, AuditEvent, iso, utc_now
 from pendant_backend.queries import alarm_as_dict
-from pendant_backend.settings import Settings, secret_key
+from pendant_backend.settings import Settings
 
-FORMAT = "pendant-case-export/1"
+FORMAT = "pendant-case-export/2"
+# Exports made before Ed25519: HMAC-SHA256 under secrets/signing.key, checkable only by this backend.
+FORMAT_HMAC = "pendant-case-export/1"
+ALGORITHM = "Ed25519"
+# The audit events of this module.
+EXPORTED = "alarm_exported"
+VERIFIED = "export_verified"
 
 
 class ExportError(BackendError):
     """An export could not be made or read."""
 
 
-def _signature(settings: Settings, document: dict[str, Any]) -> str:
-    unsigned = {k: v for k, v in document.items() if k != "signature"}
-    key = secret_key(settings.signing_key_path)
-    return hmac.new(key, chain.canonical(unsigned).encode(), hashlib.sha256).hexdigest()
+def signed_bytes(document: dict[str, Any]) -> bytes:
+    """What the signature covers: the document without `signature`, as canonical JSON (chain.canonical:
+    keys sorted, no white space, non-ASCII characters as themselves) encoded in UTF-8."""
+    return chain.canonical({k: v for k, v in document.items() if k != "signature"}).encode("utf-8")
+
+
+def content_digest(document: dict[str, Any]) -> str:
+    """SHA-256 (hex) of `signed_bytes`: names one export in the audit log, whatever its layout on disk."""
+    return hashlib.sha256(signed_bytes(document)).hexdigest()
 
 
 def export_alarm(
     settings: Settings, engine: Engine, *, ref: str, actor: str = audit.SYSTEM
 ) -> dict[str, Any]:
-    """The export document of one alarm (write it with `json.dump`)."""
+    """The signed export document of one alarm (write it with `json.dump`), recorded as an
+    `alarm_exported` audit event by `actor` with the export's digest and the key that signed it."""
     with Session(engine) as session:
         alarm = alarms.find_alarm(session, ref)
         if alarm is None:
@@ -63,102 +83,125 @@ def export_alarm(
                 .order_by(col(AuditEvent.seq))
             )
         )
+    key = export_key.signing_key(settings)
+    now = utc_now()
     document: dict[str, Any] = {
         "format": FORMAT,
-        "exported_at": iso(utc_now()),
+        "exported_at": iso(now),
         "exported_by": actor,
+        "signed_by": {"algorithm": ALGORITHM, "key_sha256": export_key.fingerprint(key.public_key())},
         "alarm": alarm_as_dict(alarm),
         "content": audit.alarm_content(alarm),
         "trail": [audit.point_content(p) | {"id": p.id} for p in points],
         "events": [{"seq": e.seq, "body": e.body, "prev_hash": e.prev_hash, "hash": e.hash} for e in own],
         "chain": [{"seq": seq, "prev_hash": prev, "hash": digest} for seq, prev, digest in span],
     }
-    document["signature"] = _signature(settings, document)
+    # Sign exactly what a reader of the file will load (JSON has no tuples, no int keys, ...).
+    document = json.loads(json.dumps(document, ensure_ascii=False, allow_nan=False))
+    document["signature"] = base64.b64encode(key.sign(signed_bytes(document))).decode("ascii")
+    with session_scope(engine) as session:
+        audit.append(
+            session,
+            kind=EXPORTED,
+            at=now,
+            actor=actor,
+            device_id=alarm.device_id,
+            alarm_pk=alarm.id,
+            data={"format": FORMAT, "sha256": content_digest(document), "key_sha256": key_sha256(document)},
+        )
     return document
 
 
-def verify_export(settings: Settings, document: dict[str, Any], *, engine: Engine | None = None) -> list[str]:
-    """Everything wrong with an export document; an empty list means it is intact. With `engine`, also
-    checks that the database still holds the same chain for that stretch."""
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else None
-        return [f"not a case export (format {found!r})"]
+def key_sha256(document: dict[str, Any]) -> str | None:
+    """The fingerprint of the key the document says signed it (None if it names none)."""
+    signed_by = document.get("signed_by") if isinstance(document, dict) else None
+    return signed_by.get("key_sha256") if isinstance(signed_by, dict) else None
+
+
+def verify_export(
+    document: Any,
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    hmac_key: bytes | None = None,
+    engine: Engine | None = None,
+) -> list[str]:
+    """Everything wrong with an export document; an empty list means it is intact.
+
+    A format-2 export is checked with `public_key` (Ed25519); a format-1 export only with this backend's
+    `hmac_key`. Then every hash and link, and the alarm and its trail against its events. With `engine`,
+    also that the database still holds the same chain for that stretch. Nothing is recorded."""
+    found = document.get("format") if isinstance(document, dict) else None
+    if found not in (FORMAT, FORMAT_HMAC):
+        return [f"not a case export (format {found!r}, expected {FORMAT!r})"]
     try:
-        return _verify(settings, document, engine)
+        problems = _check_signature(document, public_key=public_key, hmac_key=hmac_key)
+        return problems + check_content(document, engine)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return [f"the file is not a complete case export ({type(exc).__name__}: {exc})"]
 
 
-def _verify(settings: Settings, document: dict[str, Any], engine: Engine | None) -> list[str]:
-    problems: list[str] = []
-    if not hmac.compare_digest(_signature(settings, document), str(document.get("signature", ""))):
-        problems.append("the signature does not match: the file was altered, or signed with another key")
-    skeleton = {item["seq"]: item for item in document["chain"]}
-    links = [
-        chain.Link(seq=i["seq"], body="", prev_hash=i["prev_hash"], hash=i["hash"], columns={})
-        for i in document["chain"]
-    ]
-    for i in range(1, len(links)):
-        if links[i].seq != links[i - 1].seq + 1:
-            problems.append(f"the chain skips from event {links[i - 1].seq} to {links[i].seq}")
-        if links[i].prev_hash != links[i - 1].hash:
-            problems.append(f"event {links[i].seq} does not link to event {links[i - 1].seq}")
-    bodies = []
-    for item in document["events"]:
-        if chain.link_hash(item["prev_hash"], item["body"]) != item["hash"]:
-            problems.append(f"event {item['seq']}: its content does not match its hash (it was edited)")
-        if skeleton.get(item["seq"], {}).get("hash") != item["hash"]:
-            problems.append(f"event {item['seq']} is not the one in the chain")
-        bodies.append(json.loads(item["body"]))
-    stories, _ = audit.replay(bodies)
-    story = stories.get(document["alarm"]["id"], audit.AlarmStory())
-    if story.content != chain.digest(document["content"]):
-        problems.append("the alarm's content differs from what was received")
-    alarm = document["alarm"]
-    for key in (
-        "state",
-        "acknowledged_by",
-        "acknowledged_at",
-        "resolved_by",
-        "resolved_at",
-        "resolution",
-        "escalations",
-    ):
-        if getattr(story, key) != alarm.get(key):
-            problems.append(f"the alarm's {key} differs from its audit events")
-    note = alarm.get("note")
-    if story.note != (chain.digest(note) if note is not None else None):
-        problems.append("the alarm's note differs from its audit events")
-    for key in (
-        "device_id",
-        "alarm_id",
-        "occurrence",
-        "kind",
-        "test",
-        "device_time",
-        "lat",
-        "lon",
-        "acc",
-        "batt",
-    ):
-        if alarm.get(key) != document["content"].get(key):
-            problems.append(f"the alarm's {key} differs from its received content")
-    for point in document["trail"]:
-        recorded = story.points.get(point["id"])
-        content = {k: v for k, v in point.items() if k != "id"}
-        if recorded is None or recorded != chain.digest(content):
-            problems.append(f"trail point #{point['id']} differs from what was recorded")
-    if engine is not None:
-        with Session(engine) as session:
-            stored = {
-                seq: digest
-                for seq, digest in session.exec(
-                    select(AuditEvent.seq, AuditEvent.hash).where(col(AuditEvent.seq).in_(list(skeleton)))
-                )
-            }
-        for seq, item in skeleton.items():
-            if stored.get(seq) != item["hash"]:
-                problems.append(
-                    f"event {seq} differs from the database's (the export or the database changed)"
-                )
-    return problems
+def _check_signature(
+    document: dict[str, Any], *, public_key: Ed25519PublicKey | None, hmac_key: bytes | None
+) -> list[str]:
+    if document["format"] == FORMAT_HMAC:
+        if hmac_key is None:
+            return [
+                f"a {FORMAT_HMAC} export is signed with HMAC under the secret key of the backend that made "
+                "it: only `pendant alarms verify FILE` on that backend can check it (export the alarm "
+                "again for a signature anyone can check)"
+            ]
+        expected = hmac.new(hmac_key, signed_bytes(document), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, str(document.get("signature", ""))):
+            return ["the signature does not match: the file was altered, or signed by another backend"]
+        return []
+    if public_key is None:
+        return ["no public key to check the signature with: pass --public-key FILE"]
+    named, given = key_sha256(document), export_key.fingerprint(public_key)
+    if named != given:
+        return [
+            f"the signature is by the key {named!r}, not by the public key given ({given}): "
+            "get the public key with that fingerprint from the force that made the export"
+        ]
+    try:
+        signature = base64.b64decode(str(document["signature"]), validate=True)
+    except KeyError:
+        return ["the export has no signature"]
+    except binascii.Error:
+        return ["the signature is not base64: the file was altered"]
+    try:
+        public_key.verify(signature, signed_bytes(document))
+    except InvalidSignature:
+        return ["the signature does not match: the file was altered after it was signed"]
+    return []
+
+
+def record_verification(
+    engine: Engine, *, document: dict[str, Any], actor: str, problems: list[str]
+) -> AuditEvent:
+    """Record that `actor` verified this export against the database (`export_verified`), and the result."""
+    alarm_data = document.get("alarm") if isinstance(document.get("alarm"), dict) else {}
+    try:
+        digest: str | None = content_digest(document)
+    except ValueError:  # NaN or a lone surrogate: no canonical form, and so certainly not intact
+        digest = None
+    with session_scope(engine) as session:
+        # The alarm's own event when its row is still there; an erased alarm is named by its reference.
+        alarm = session.get(Alarm, alarm_data.get("id")) if isinstance(alarm_data.get("id"), int) else None
+        if alarm is not None and alarm.ref != alarm_data.get("ref"):
+            alarm = None
+        return audit.append(
+            session,
+            kind=VERIFIED,
+            at=utc_now(),
+            actor=actor,
+            device_id=alarm.device_id if alarm is not None else None,
+            alarm_pk=alarm.id if alarm is not None else None,
+            data={
+                "alarm": alarm_data.get("ref"),
+                "format": document.get("format"),
+                "sha256": digest,
+                "key_sha256": key_sha256(document),
+                "intact": not problems,
+                "problems": len(problems),
+            },
+        )

@@ -5,6 +5,10 @@ handler has returned and the broker has acknowledged every reply the handler ask
 that means: stored in the database, `alarm/ack` accepted by the broker, and only then PUBACK. A crash
 at any instant therefore ends in a redelivery, which the handler recognises as a duplicate and acks
 again. `request()` is a one-shot request/response exchange (used for the dynamic-security API).
+
+Given a `ca_file`, a client speaks TLS (1.2 or later) and trusts only that CA, checking the broker's
+certificate chain and that it names the host connected to; without one it uses the plain listener,
+which exists on loopback only (pendant_backend.broker_endpoint decides which).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import hashlib
 import logging
 import queue
 import secrets
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
@@ -57,6 +63,34 @@ def _not_running(host: str, port: int) -> BrokerUnavailable:
     )
 
 
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    """A client context that trusts only `ca_file`, checks the broker's name and allows TLS 1.2+."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    except FileNotFoundError:
+        raise MqttError(f"the CA file {ca_file} does not exist: run `pendant broker run` once") from None
+    except ssl.SSLError as exc:
+        raise MqttError(f"the CA file {ca_file} holds no usable certificate ({exc.reason})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def untrusted(host: str, port: int, exc: ssl.SSLCertVerificationError) -> str:
+    """One sentence for a broker whose certificate failed verification."""
+    return (
+        f"the broker at {host}:{port} is not trusted: its certificate failed verification "
+        f"({exc.verify_message}); is this the right broker, and does its certificate come from the CA "
+        "in <data>/tls/ca.crt (or PENDANT_TLS_CA)?"
+    )
+
+
+def _use_tls(client: paho.Client, ca_file: Path | None) -> None:
+    if ca_file is not None:
+        client.tls_set_context(tls_context(ca_file))
+
+
 class MqttLink:
     """A persistent session that keeps itself connected and feeds `handler` until `stop()`.
 
@@ -75,6 +109,7 @@ class MqttLink:
         subscriptions: Sequence[str],
         handler: Handler,
         session_expiry_s: int = SESSION_EXPIRY_S,
+        ca_file: Path | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.subscriptions = tuple(subscriptions)
@@ -110,6 +145,7 @@ class MqttLink:
             manual_ack=True,
         )
         self._client.username_pw_set(username, password)
+        _use_tls(self._client, ca_file)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -165,6 +201,14 @@ class MqttLink:
                     clean_start=False,
                     properties=self._connect_properties(),
                 )
+            except ssl.SSLCertVerificationError as exc:
+                # Never talk to a broker we cannot verify; keep trying in case it is fixed.
+                if not warned:
+                    log.error("%s; retrying", untrusted(self.host, self.port, exc))
+                    warned = True
+                self._stopping.wait(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+                continue
             except (OSError, ValueError) as exc:
                 if not warned:
                     log.warning("cannot reach the broker at %s:%d (%s); retrying", self.host, self.port, exc)
@@ -329,6 +373,7 @@ class RequestSession:
         topic: str,
         response_topic: str,
         timeout: float = 10.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.topic, self.response_topic, self.timeout = topic, response_topic, timeout
         self.username = username
@@ -341,12 +386,17 @@ class RequestSession:
             protocol=paho.MQTTv5,
         )
         self._client.username_pw_set(username, password)
+        _use_tls(self._client, ca_file)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         try:
             self._client.connect(host, port, keepalive=KEEPALIVE_S, clean_start=True)
+        except ssl.SSLCertVerificationError as exc:
+            raise MqttError(untrusted(host, port, exc)) from None
+        except ssl.SSLError as exc:
+            raise MqttError(f"no TLS session with the broker at {host}:{port}: {exc.reason}") from None
         except OSError:
             raise _not_running(host, port) from None
         self._client.loop_start()
@@ -431,6 +481,7 @@ def request(
     response_topic: str,
     is_response: Callable[[bytes], bool],
     timeout: float = 10.0,
+    ca_file: Path | None = None,
 ) -> bytes:
     """Publish `payload` on `topic` and return the first message on `response_topic` that `is_response`.
 
@@ -445,5 +496,6 @@ def request(
         topic=topic,
         response_topic=response_topic,
         timeout=timeout,
+        ca_file=ca_file,
     ) as session:
         return session.call(payload, is_response)

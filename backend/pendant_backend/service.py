@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from pendant_backend import alarms, monitor, notify, outbound, payloads, retention, service_status
 from pendant_backend.broker import load_secrets
+from pendant_backend.broker_endpoint import backend_endpoint
 from pendant_backend.db import engine_for
 from pendant_backend.ingest import Ingest, Reply
 from pendant_backend.models import utc_now
@@ -122,9 +123,9 @@ class BackendService:
         broker_secrets = load_secrets(self.settings)
         if self.engine is None:
             self.engine = engine_for(self.settings)
+        endpoint = backend_endpoint(self.settings)
         self.link = MqttLink(
-            host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
+            **endpoint.client_options(),
             username=broker_secrets.backend_username,
             password=broker_secrets.backend_password,
             subscriptions=SUBSCRIPTIONS,
@@ -150,7 +151,7 @@ class BackendService:
         log.info(
             "backend started: database %s, broker %s",
             self.engine.url.render_as_string(hide_password=True),
-            self.settings.mqtt_address,
+            endpoint.url,
         )
 
     def _device_changed(self, device_id: str) -> None:

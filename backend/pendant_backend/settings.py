@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,17 @@ from pendant_backend import BackendError
 
 DEFAULT_MQTT_HOST = "127.0.0.1"
 DEFAULT_MQTT_PORT = 18830
+DEFAULT_MQTT_TLS_PORT = 8883
+_SWITCH_WORDS = {
+    "1": True,
+    "on": True,
+    "true": True,
+    "yes": True,
+    "0": False,
+    "off": False,
+    "false": False,
+    "no": False,
+}
 _DYNSEC_PLUGIN_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
@@ -32,8 +45,18 @@ class Settings:
 
     data_dir: Path
     db_url: str
+    # The plain (unencrypted) listener: loopback only, for the backend and the bench; off when False.
     mqtt_host: str = DEFAULT_MQTT_HOST
     mqtt_port: int = DEFAULT_MQTT_PORT
+    mqtt_plain: bool = True
+    # The TLS listener the pendants use, and the name they connect to (the server certificate names it).
+    mqtt_tls_port: int = DEFAULT_MQTT_TLS_PORT
+    mqtt_tls_bind: str = "0.0.0.0"
+    mqtt_public_host: str = "localhost"
+    # Certificates the operator supplies (PEM paths); all empty: the project CA issues them (pki.py).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
     mosquitto_bin: str = "mosquitto"
     dynsec_plugin: str = ""
     # Health and escalation (docs/operations.md, "Fleet health").
@@ -51,6 +74,8 @@ class Settings:
     # The HTTP API for dispatch and police IT.
     api_host: str = "127.0.0.1"
     api_port: int = 18880
+    # Plain HTTP instead of HTTPS: allowed only on a loopback api_host (the demo, the browser tests).
+    web_plain: bool = False
     # Console sessions: the hard end after login, and the idle time that ends one sooner.
     session_hours: int = 12
     session_idle_min: int = 30
@@ -78,18 +103,36 @@ class Settings:
                 raise BackendError(f"{name} must be between {lo} and {hi}, not {value}")
             return value
 
-        port_text = env.get("PENDANT_MQTT_PORT") or str(DEFAULT_MQTT_PORT)
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise BackendError(f"PENDANT_MQTT_PORT must be a port number, not {port_text!r}") from None
-        if not 0 < port < 65536:
-            raise BackendError(f"PENDANT_MQTT_PORT must be between 1 and 65535, not {port}")
-        return cls(
+        def port_number(name: str, default: int) -> int:
+            text = env.get(name) or str(default)
+            try:
+                port = int(text)
+            except ValueError:
+                raise BackendError(f"{name} must be a port number, not {text!r}") from None
+            if not 0 < port < 65536:
+                raise BackendError(f"{name} must be between 1 and 65535, not {port}")
+            return port
+
+        def switch(name: str, default: bool) -> bool:
+            text = (env.get(name) or "").strip().lower()
+            if not text:
+                return default
+            if text not in _SWITCH_WORDS:
+                raise BackendError(f"{name} must be on or off (1/0, true/false, yes/no), not {text!r}")
+            return _SWITCH_WORDS[text]
+
+        settings = cls(
             data_dir=data_dir,
             db_url=env.get("PENDANT_DB_URL") or default_db_url(data_dir),
             mqtt_host=env.get("PENDANT_MQTT_HOST") or DEFAULT_MQTT_HOST,
-            mqtt_port=port,
+            mqtt_port=port_number("PENDANT_MQTT_PORT", DEFAULT_MQTT_PORT),
+            mqtt_plain=switch("PENDANT_MQTT_PLAIN", True),
+            mqtt_tls_port=port_number("PENDANT_MQTT_TLS_PORT", DEFAULT_MQTT_TLS_PORT),
+            mqtt_tls_bind=env.get("PENDANT_MQTT_TLS_BIND") or "0.0.0.0",
+            mqtt_public_host=check_public_host(env.get("PENDANT_MQTT_PUBLIC_HOST") or "localhost"),
+            tls_cert=env.get("PENDANT_TLS_CERT") or "",
+            tls_key=env.get("PENDANT_TLS_KEY") or "",
+            tls_ca=env.get("PENDANT_TLS_CA") or "",
             mosquitto_bin=env.get("PENDANT_MOSQUITTO") or find_mosquitto(),
             dynsec_plugin=env.get("PENDANT_DYNSEC_PLUGIN") or find_dynsec_plugin(),
             offline_after_missed=number("PENDANT_OFFLINE_AFTER_MISSED", 3, 1, 100),
@@ -101,6 +144,7 @@ class Settings:
             retain_locations_days=number("PENDANT_RETAIN_LOCATIONS_DAYS", 90, 1, 3650),
             api_host=env.get("PENDANT_API_HOST") or "127.0.0.1",
             api_port=number("PENDANT_API_PORT", 18880, 1, 65535),
+            web_plain=switch("PENDANT_WEB_PLAIN", False),
             session_hours=number("PENDANT_SESSION_HOURS", 12, 1, 24),
             session_idle_min=number("PENDANT_SESSION_IDLE_MIN", 30, 1, 24 * 60),
             tile_url=check_tile_url(env.get("PENDANT_TILE_URL") or ""),
@@ -108,15 +152,27 @@ class Settings:
             cell_db=env.get("PENDANT_CELL_DB") or "",
             frontend_dir=Path(env.get("PENDANT_FRONTEND_DIR") or default_frontend_dir()),
         )
+        check_plain_listener(settings)
+        return settings
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path, *, mqtt_port: int = DEFAULT_MQTT_PORT) -> Settings:
-        """Settings with every default except the data folder and port (for tests and demos)."""
+    def for_data_dir(
+        cls, data_dir: Path, *, mqtt_port: int = DEFAULT_MQTT_PORT, mqtt_tls_port: int | None = None
+    ) -> Settings:
+        """Settings with every default except the data folder and ports (for tests and demos).
+
+        Everything stays on loopback: the TLS listener binds 127.0.0.1, on `mqtt_tls_port` or, if None,
+        a port that was free a moment ago (so that tests running side by side never meet on 8883), and
+        the console is asked for in plain HTTP (web_plain), which web_tls allows on loopback only.
+        """
         data_dir = Path(data_dir).resolve()
         return cls(
             data_dir=data_dir,
             db_url=default_db_url(data_dir),
             mqtt_port=mqtt_port,
+            mqtt_tls_port=free_loopback_port() if mqtt_tls_port is None else mqtt_tls_port,
+            mqtt_tls_bind="127.0.0.1",
+            web_plain=True,
             mosquitto_bin=find_mosquitto(),
             dynsec_plugin=find_dynsec_plugin(),
         )
@@ -152,9 +208,61 @@ class Settings:
         return self.secrets_dir / "webhook.key"
 
     @property
+    def tls_dir(self) -> Path:
+        """The project CA and the certificates it issued (mode 0700; the CA key 0600): see pki.py."""
+        return self.data_dir / "tls"
+
+    @property
+    def operator_tls(self) -> bool:
+        """True when the operator supplies the certificates (PENDANT_TLS_CERT, _KEY and _CA)."""
+        return bool(self.tls_cert or self.tls_key or self.tls_ca)
+
+    @property
     def mqtt_address(self) -> str:
-        """host:port, for messages."""
+        """host:port of the plain listener, for messages."""
         return f"{self.mqtt_host}:{self.mqtt_port}"
+
+    @property
+    def mqtt_tls_address(self) -> str:
+        """bind:port of the TLS listener, for messages."""
+        return f"{self.mqtt_tls_bind}:{self.mqtt_tls_port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and the loopback addresses (127.0.0.0/8, ::1); False for anything else."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_plain_listener(settings: Settings) -> None:
+    """Raise BackendError if the plain (unencrypted) MQTT listener would listen beyond this machine."""
+    if settings.mqtt_plain and not is_loopback(settings.mqtt_host):
+        raise BackendError(
+            f"the plain MQTT listener may only listen on loopback, not on {settings.mqtt_host}: pendants "
+            "connect over TLS (PENDANT_MQTT_TLS_PORT); set PENDANT_MQTT_HOST=127.0.0.1, or switch the "
+            "plain listener off with PENDANT_MQTT_PLAIN=off"
+        )
+
+
+def check_public_host(name: str) -> str:
+    """The name pendants connect to: a DNS name or an IP address, without a port or white space."""
+    name = name.strip()
+    if not name or any(c.isspace() for c in name) or "/" in name or name.count(":") == 1:
+        raise BackendError(
+            f"PENDANT_MQTT_PUBLIC_HOST must be a host name or IP address (no port), not {name!r}"
+        )
+    return name
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def default_frontend_dir() -> Path:
@@ -204,6 +312,13 @@ def write_private_file(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
+    write_owner_only(path, data)
+
+
+def write_owner_only(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically with mode 0600 from the first byte; the folder keeps its mode
+    (for a file the user names, such as a case export in their own folder)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -242,19 +357,28 @@ def secret_key(path: Path) -> bytes:
             f"{path} is damaged: it must hold one hex key (restore it from a backup)"
         ) from None
     key = secrets.token_bytes(32)
+    if not create_private_once(path, (key.hex() + "\n").encode()):
+        return secret_key(path)
+    return key
+
+
+def create_private_once(path: Path, data: bytes) -> bool:
+    """Create `path` (mode 0600, its folder 0700) holding `data`, unless it exists: False then, and the
+    file is left as it is. When two processes create a key at once, both go on with the winner's."""
+    path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, (key.hex() + "\n").encode())
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     try:
-        # link() refuses to replace: if two processes create the key at once, both end up with the winner's.
-        os.link(tmp, path)
+        os.link(tmp, path)  # link() refuses to replace, unlike rename()
     except FileExistsError:
-        return secret_key(path)
+        return False
     finally:
         os.unlink(tmp)
-    return key
+    return True

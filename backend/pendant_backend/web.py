@@ -5,6 +5,9 @@ Errors reach people as one clear status and sentence: 401 (log in), 403 (not all
 token), 404 (no such alarm or device), 409 (the alarm is not in a state that allows it), 422 (invalid
 input). Every refusal is logged.
 
+It serves HTTPS (pendant_backend.web_tls: the project CA's web certificate or the operator's, TLS 1.2+,
+HSTS); plain HTTP only on loopback and only when asked for (PENDANT_WEB_PLAIN, the demo, the tests).
+
 FastAPI reads the annotations of route functions at run time, so this module does not use
 `from __future__ import annotations`.
 """
@@ -27,6 +30,7 @@ from pendant_backend.alarms import AlarmNotFound
 from pendant_backend.api.main import api_router
 from pendant_backend.locations import NotAllowed
 from pendant_backend.settings import Settings
+from pendant_backend.web_tls import HstsMiddleware, WebTransport, harden, web_transport
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def create_app(engine: Engine, settings: Settings, *, console: bool = True) -> F
     app.state.engine, app.state.settings = engine, settings
     app.state.on_start, app.state.on_stop = list[Hook](), list[Hook]()
     app.include_router(api_router)
+    app.add_middleware(HstsMiddleware)
     if console:
         from pendant_backend.console import install
 
@@ -104,7 +109,7 @@ def _end_live_streams(app: FastAPI) -> None:
         hub.end_streams_threadsafe()
 
 
-def _server(app: FastAPI, **options: Any) -> Any:
+def _server(app: FastAPI, transport: WebTransport, **options: Any) -> Any:
     """A uvicorn server that, told to stop, first ends the console's live streams (they never end by
     themselves; the pages reconnect to whoever serves next)."""
     import uvicorn
@@ -114,26 +119,54 @@ def _server(app: FastAPI, **options: Any) -> Any:
             _end_live_streams(app)
             super().handle_exit(sig, frame)
 
+    class Config(uvicorn.Config):
+        def load(self) -> None:
+            super().load()
+            harden(self.ssl)
+
     # A live connection still open after 2 s is closed.
     return Server(
-        uvicorn.Config(app, access_log=False, timeout_graceful_shutdown=2, lifespan="on", **options)
+        Config(
+            app,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            lifespan="on",
+            **transport.options,
+            **options,
+        )
     )
 
 
-def serve(engine: Engine, settings: Settings, *, host: str, port: int) -> None:
-    """Run the console and the API with uvicorn until Ctrl-C or SIGTERM."""
-    _server(create_app(engine, settings), host=host, port=port, log_level="info").run()
+def serve(
+    engine: Engine, settings: Settings, *, host: str, port: int, transport: WebTransport | None = None
+) -> None:
+    """Run the console and the API with uvicorn until Ctrl-C or SIGTERM, over `transport` (default:
+    HTTPS, or plain HTTP when PENDANT_WEB_PLAIN is on and `host` is loopback; see web_tls)."""
+    transport = transport or web_transport(settings, host=host, plain=settings.web_plain)
+    _server(create_app(engine, settings), transport, host=host, port=port, log_level="info").run()
 
 
 class BackgroundWebServer:
     """The console and the API served by uvicorn in a thread (for `pendant demo` and the tests);
     `start()` returns once it listens, `stop()` ends it within a few seconds, open live connections
-    included."""
+    included. HTTPS unless `plain` (default: PENDANT_WEB_PLAIN), which a loopback `host` only allows
+    (BackendError otherwise)."""
 
-    def __init__(self, engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        plain: bool | None = None,
+    ) -> None:
         self.host = host
+        self.transport = web_transport(
+            settings, host=host, plain=settings.web_plain if plain is None else plain
+        )
         self.app = create_app(engine, settings)
-        self.server = _server(self.app, host=host, port=port, log_level="warning")
+        self.server = _server(self.app, self.transport, host=host, port=port, log_level="warning")
         self.config = self.server.config
         self._thread: threading.Thread | None = None
 
@@ -148,7 +181,8 @@ class BackgroundWebServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """http(s)://host:port, without a trailing slash."""
+        return f"{self.transport.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
         """Serve in a thread; raise RuntimeError if it is not listening within `timeout` seconds."""

@@ -56,6 +56,16 @@ async def write(stream, data):
             await sleep_ms(5)
 
 
+async def write_file(stream, path):
+    """Write a file on flash to the stream in pieces of 128 bytes (a certificate: no copy in the heap)."""
+    buf = bytearray(128)
+    with open(path, "rb") as f:
+        n = f.readinto(buf)
+        while n:
+            await write(stream, memoryview(buf)[:n])
+            n = f.readinto(buf)
+
+
 class ATChannel:
     """The AT command channel over the stream that `opener()` (a coroutine) returns."""
 
@@ -116,7 +126,8 @@ class ATChannel:
     async def command(self, cmd, ms=5000, data=None, final=None, final_ms=0, lock_ms=30000):
         """Send `cmd` (str, no CR); return its response lines (list of str).
 
-        ms bounds each wait for the modem. With `data`: wait for the `>` prompt, then write data. With
+        ms bounds each wait for the modem. With `data` (bytes, or the path of a file on flash, which is
+        streamed: `write_file`): wait for the `>` prompt, then write data. With
         `final`: also wait up to final_ms for the asynchronous result line starting with `final` (outside
         the lock, so other commands run meanwhile) and return that line. ATError on ERROR (unless the
         final line came with it), ATTimeout when the modem stays silent. lock_ms bounds the wait for
@@ -169,7 +180,7 @@ class ATChannel:
                     raise
                 if state[0]:
                     raise ATError(state[0])
-                await write(state[3], data)
+                await (write_file if type(data) is str else write)(state[3], data)
             await until(state, 0, ms)
             if state[0] != "OK":
                 raise ATError(state[0])

@@ -1,7 +1,7 @@
 """Keeps the MQTT session up over the modem: bring-up, will, connect, birth, subscriptions, reconnects.
 
-The wire work is in modem.py; this is the resilience around it (as mqtt_as separates MQTT_base from
-MQTTClient). `keep()`, called in a loop (the app's worker), reconnects with exponential
+The wire work is in modem.py (and start.py, connect.py, loaded while connecting); this is the resilience
+around it (as mqtt_as separates MQTT_base from MQTTClient). `keep()`, called in a loop (the app's worker), reconnects with exponential
 backoff after `+CMQTTCONNLOST`, `+CMQTTPING` or failed publishes, starts again from AT+CMQTTSTART after
 `+CMQTTNONET` or repeated failures, brings the whole modem up again when even that fails, and
 power-cycles it first when it has stopped answering (`hung`). Outages
@@ -92,6 +92,9 @@ class Session:
                 await (await use("network")).bring_up(self)
                 drop("network")
                 self.need = 1
+            if self.need:  # the MQTT service from scratch, TLS set up (start.py)
+                await (await use("start")).start(self)
+                drop("start")
             sess = await (await use("connect")).connect(self)
             if self.up is False:  # lost again meanwhile
                 raise ATError("lost")
@@ -116,6 +119,7 @@ class Session:
             return
         finally:
             drop("network")
+            drop("start")
             drop("connect")
         retry[0] = 0
         self.up = True

@@ -1,8 +1,9 @@
-"""A virtual pendant's flash folder: the firmware deployed into it (compiled by mpy-cross), config.json and
-sim.json. Layout: docs/architecture.md, "The pendant's flash"."""
+"""A virtual pendant's flash folder: the firmware deployed into it (compiled by mpy-cross), config.json (and
+the CA beside it, ca.pem) and sim.json. Layout: docs/architecture.md, "The pendant's flash"."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -104,11 +105,39 @@ def _compile_failure(source_name: str, output: str) -> str:
 
 
 def write_device_config(flash_dir: Path, config: dict) -> Path:
-    """Write config.json (device id, broker address and credentials, APN) as provisioning would."""
+    """Write config.json (device id, broker address and credentials, APN) as provisioning would, and the
+    files that go beside it: a rendered config's "files" (the CA as ca.pem) become files of their own,
+    never part of config.json (docs/architecture.md, "The pendant's flash")."""
     device_id = config.get("device_id")
     if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
         raise ValueError(f"config needs a device_id like pd-0001, got {device_id!r}")
-    return _write_json(flash_dir / "config.json", config)
+    files = config.get("files") or {}
+    # config.json holds the device's broker password: the flash folder is private, as the data folder's
+    # devices/<id>/ is (on the ESP32 the flash is the pendant's own).
+    Path(flash_dir).mkdir(parents=True, exist_ok=True)
+    os.chmod(flash_dir, 0o700)
+    for name, text in files.items():
+        if "/" in name or name.startswith(".") or name == "config.json":
+            raise ValueError(f"a device config's file must be a plain name like ca.pem, not {name!r}")
+        _write_bytes(flash_dir / name, text.encode("ascii"))
+    body = json.dumps({k: v for k, v in config.items() if k != "files"}, separators=(",", ":"))
+    return _write_bytes(flash_dir / "config.json", body.encode("utf-8"), mode=0o600)
+
+
+def read_device_config(path: Path) -> dict:
+    """A device config as `pendant device provision` left it (config.json, and ca.pem beside it when its
+    mqtt section names one) in the form write_device_config takes. ValueError if it is not readable."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        ca = config.get("mqtt", {}).get("ca") if isinstance(config, dict) else None
+        if ca and "files" not in config:
+            config["files"] = {ca: (path.parent / ca).read_text(encoding="ascii")}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable device config ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a device config (a JSON object)")
+    return config
 
 
 def write_sim_ports(flash_dir: Path, modem_port: int, io_port: int, host: str = "127.0.0.1") -> Path:
@@ -117,8 +146,15 @@ def write_sim_ports(flash_dir: Path, modem_port: int, io_port: int, host: str = 
 
 
 def _write_json(path: Path, data: dict) -> Path:
+    return _write_bytes(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()  # a leftover from a crash would keep its own mode
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+        out.write(data)
     os.replace(temporary, path)
     return path

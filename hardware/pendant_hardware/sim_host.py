@@ -17,7 +17,7 @@ from typing import Any
 
 from pendant_hardware.board_io import BoardEvent
 from pendant_hardware.console_log import FirmwareEvent
-from pendant_hardware.flash import DEVICE_ID
+from pendant_hardware.flash import DEVICE_ID, read_device_config
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.modem_sim.faults import FAULTS
@@ -49,8 +49,9 @@ def numbered_configs(template: dict[str, Any], count: int) -> list[dict[str, Any
 
 
 def with_provisioned(configs: list[dict[str, Any]], devices_dir: Path) -> tuple[list[dict[str, Any]], int]:
-    """Each config replaced by the device's own `devices_dir/<id>/config.json` (what `pendant device
-    provision` writes: its own account on the project's broker) when there is one; and how many were.
+    """Each config replaced by the device's own `devices_dir/<id>/config.json` and its CA beside it (what
+    `pendant device provision` writes: its own account on the project's broker) when there is one; and
+    how many were.
     A file that is not a config for that id is an error (ValueError naming it)."""
     result, found = [], 0
     for config in configs:
@@ -58,11 +59,8 @@ def with_provisioned(configs: list[dict[str, Any]], devices_dir: Path) -> tuple[
         if not path.is_file():
             result.append(config)
             continue
-        try:
-            own = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable device config ({exc})") from None
-        if not isinstance(own, dict) or own.get("device_id") != config["device_id"]:
+        own = read_device_config(path)  # with ca.pem beside it
+        if own.get("device_id") != config["device_id"]:
             raise ValueError(f"{path}: not the config of {config['device_id']}")
         result.append(own)
         found += 1

@@ -21,7 +21,8 @@ from support import free_port
 def pendant_settings(pendant_data_dir: Path, db_url: str) -> Settings:
     """Here, the shared settings on both databases: every backend test with a broker runs on SQLite and
     on PostgreSQL (tests/conftest.py keeps SQLite for the other folders)."""
-    return dataclasses.replace(Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port()), db_url=db_url)
+    settings = Settings.for_data_dir(pendant_data_dir, mqtt_port=free_port(), mqtt_tls_port=free_port())
+    return dataclasses.replace(settings, db_url=db_url)
 
 
 @pytest.fixture

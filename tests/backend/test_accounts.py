@@ -6,9 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from sqlmodel import Session
 
-from pendant_backend.accounts import AccountError, provision_device, revoke_device, verify_password
+from pendant_backend import pki
+from pendant_backend.accounts import (
+    AccountError,
+    pendant_files,
+    provision_device,
+    revoke_device,
+    verify_password,
+    write_device_config,
+)
 from pendant_backend.db import engine_for
 from pendant_backend.models import Device
 from pendant_backend.mqtt_link import BrokerUnavailable
@@ -37,9 +46,31 @@ def shape(value: object) -> object:
 
 def test_config_has_the_documented_form(broker, provision) -> None:
     config = provision("pd-0001")
-    assert shape(config) == shape(EXAMPLE)
-    assert config["device_id"] == config["mqtt"]["user"] == "pd-0001"
-    assert (config["mqtt"]["host"], config["mqtt"]["port"]) == ("127.0.0.1", broker.settings.mqtt_port)
+    files = pendant_files(config)
+    assert set(files) == {"config.json", "ca.pem"}  # the CA beside config.json, not in it
+    on_flash = json.loads(files["config.json"])
+    assert shape(on_flash) == shape(EXAMPLE)
+    assert on_flash["device_id"] == on_flash["mqtt"]["user"] == "pd-0001"
+    settings = broker.settings
+    mqtt = on_flash["mqtt"]
+    assert (mqtt["host"], mqtt["port"]) == (settings.mqtt_public_host, settings.mqtt_tls_port)
+    assert (mqtt["tls"], mqtt["ca"]) == (True, "ca.pem")
+    assert files["ca.pem"] == pki.ca_pem(settings)
+    assert (
+        x509.load_pem_x509_certificate(files["ca.pem"])
+        .extensions.get_extension_for_class(x509.BasicConstraints)
+        .value.ca
+    )
+
+
+def test_the_written_config_is_what_the_pendant_gets(broker, provision, tmp_path: Path) -> None:
+    config = provision("pd-0001")
+    write_device_config(tmp_path / "usb" / "config.json", config)
+    assert json.loads((tmp_path / "usb" / "config.json").read_text()) == {
+        key: value for key, value in config.items() if key != "files"
+    }
+    assert (tmp_path / "usb" / "ca.pem").read_bytes() == pki.ca_pem(broker.settings)
+    assert (tmp_path / "usb" / "config.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_password_is_random_and_only_its_hash_is_stored(broker, provision) -> None:

@@ -124,7 +124,7 @@ def test_port_in_use_is_a_clear_error(settings: Settings) -> None:
 
 def test_broker_that_dies_at_start_shows_its_log(settings: Settings) -> None:
     # An address that is not this machine's: mosquitto cannot bind and exits.
-    broker = Broker(dataclasses.replace(settings, mqtt_host="192.0.2.1"))
+    broker = Broker(dataclasses.replace(settings, mqtt_tls_bind="192.0.2.1"))
     with pytest.raises(BrokerError) as caught:
         broker.start(timeout=5)
     assert "exited with code" in str(caught.value)

@@ -43,6 +43,7 @@ def settings(pendant_settings):
         ["alarms", "resolve"],
         ["alarms", "export"],
         ["alarms", "verify"],
+        ["alarms", "public-key"],
         ["device", "show"],
         ["device", "rotate"],
         ["device", "register"],
@@ -82,7 +83,7 @@ def test_provision_writes_a_private_config_and_says_where(broker) -> None:
     assert str(path) in result.output
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     config = json.loads(path.read_text())
-    assert config["device_id"] == "pd-0001" and config["mqtt"]["port"] == broker.settings.mqtt_port
+    assert config["device_id"] == "pd-0001" and config["mqtt"]["port"] == broker.settings.mqtt_tls_port
     assert config["mqtt"]["password"] not in result.output
 
 
@@ -177,7 +178,8 @@ def test_broker_run_in_the_foreground_stops_on_sigterm(settings) -> None:
     broker_pid = None
     try:
         first_line = process.stdout.readline()
-        assert f"broker running on 127.0.0.1:{settings.mqtt_port}" in first_line, first_line
+        listeners = f"TLS on 127.0.0.1:{settings.mqtt_tls_port}, plain on 127.0.0.1:{settings.mqtt_port}"
+        assert f"broker running: {listeners}" in first_line, first_line
         broker_pid = int(first_line.split("(pid ")[1].split(")")[0])
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

@@ -34,13 +34,64 @@ def test_environment_overrides(tmp_path: Path) -> None:
         {
             "PENDANT_DATA_DIR": str(tmp_path / "d"),
             "PENDANT_DB_URL": "postgresql://db/pendant",
-            "PENDANT_MQTT_HOST": "10.0.0.5",
+            "PENDANT_MQTT_HOST": "::1",
             "PENDANT_MQTT_PORT": "1883",
         }
     )
     assert settings.data_dir == tmp_path / "d"
     assert settings.db_url == "postgresql://db/pendant"
-    assert settings.mqtt_address == "10.0.0.5:1883"
+    assert settings.mqtt_address == "::1:1883"
+
+
+def test_tls_defaults_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = Settings.from_env({})
+    assert (default.mqtt_tls_bind, default.mqtt_tls_port, default.mqtt_public_host) == (
+        "0.0.0.0",
+        8883,
+        "localhost",
+    )
+    assert default.mqtt_plain is True and default.web_plain is False and not default.operator_tls
+    assert default.tls_dir == tmp_path / "data" / "tls"
+    settings = Settings.from_env(
+        {
+            "PENDANT_MQTT_PLAIN": "off",
+            "PENDANT_MQTT_TLS_PORT": "18883",
+            "PENDANT_MQTT_TLS_BIND": "192.0.2.7",
+            "PENDANT_MQTT_PUBLIC_HOST": "mqtt.police.example",
+            "PENDANT_TLS_CERT": "/etc/pendant/fullchain.pem",
+            "PENDANT_TLS_KEY": "/etc/pendant/key.pem",
+            "PENDANT_TLS_CA": "/etc/pendant/ca.pem",
+            "PENDANT_WEB_PLAIN": "1",
+        }
+    )
+    assert settings.mqtt_plain is False and settings.web_plain is True
+    assert settings.mqtt_tls_address == "192.0.2.7:18883"
+    assert settings.mqtt_public_host == "mqtt.police.example"
+    assert settings.operator_tls and settings.tls_ca == "/etc/pendant/ca.pem"
+
+
+def test_tests_and_demos_get_a_free_tls_port_on_loopback(tmp_path: Path) -> None:
+    settings = Settings.for_data_dir(tmp_path)
+    assert settings.mqtt_tls_bind == "127.0.0.1"
+    assert settings.mqtt_tls_port not in (8883, settings.mqtt_port)
+    assert settings.web_plain is True  # the console of tests and demos: plain HTTP, on loopback only
+    assert Settings.for_data_dir(tmp_path, mqtt_tls_port=12345).mqtt_tls_port == 12345
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("PENDANT_MQTT_PLAIN", "maybe", "PENDANT_MQTT_PLAIN must be on or off"),
+        ("PENDANT_WEB_PLAIN", "2", "PENDANT_WEB_PLAIN must be on or off"),
+        ("PENDANT_MQTT_TLS_PORT", "88830", "PENDANT_MQTT_TLS_PORT must be between 1 and 65535"),
+        ("PENDANT_MQTT_PUBLIC_HOST", "mqtt.example:8883", "PENDANT_MQTT_PUBLIC_HOST must be a host name"),
+        ("PENDANT_MQTT_HOST", "0.0.0.0", "the plain MQTT listener may only listen on loopback"),
+    ],
+)
+def test_bad_transport_settings_are_one_clear_error(name: str, value: str, error: str) -> None:
+    with pytest.raises(BackendError, match=error):
+        Settings.from_env({name: value})
 
 
 def test_settings_are_frozen() -> None:

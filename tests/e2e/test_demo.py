@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import leak_check
 import pytest
 
 from support import free_port
@@ -37,6 +38,7 @@ def test_demo_runs_the_whole_path_and_stops_cleanly(pendant_data_dir: Path) -> N
         **os.environ,
         "PENDANT_DATA_DIR": str(pendant_data_dir),
         "PENDANT_MQTT_PORT": str(free_port()),
+        "PENDANT_MQTT_TLS_PORT": str(free_port()),
         "PENDANT_API_PORT": str(free_port()),
     }
     output = pendant_data_dir / "demo.out"
@@ -49,12 +51,16 @@ def test_demo_runs_the_whole_path_and_stops_cleanly(pendant_data_dir: Path) -> N
         printed = output.read_text()
         url = re.search(r"Operator console: (http://\S+)", printed).group(1)
         password = re.search(r"log in as 'dispatcher' with the one-time password (\S+)", printed).group(1)
+        # Printed once, to the person who runs the demo; nowhere else.
+        leak_check.REGISTRY.add_secret("the demo dispatcher's one-time password", password)
+        leak_check.REGISTRY.hand_over(output, password)
         assert url == f"http://127.0.0.1:{env['PENDANT_API_PORT']}/"
         _first_login_finds_the_pendant(url, password)
         # The instructions it printed work from another terminal.
         pressed = subprocess.run(
             [PENDANT, "sim", "press", "pd-0001"], env=env, capture_output=True, text=True, timeout=60
         )
+        leak_check.REGISTRY.add_output("pendant sim press pd-0001", pressed.stdout + pressed.stderr)
         assert pressed.returncode == 0, pressed.stderr
         _wait_for_output(output, "vibrates 'received'", demo, timeout=60)
         # The webhook path is visible: the demo's own receiver got the alarm, signed by the backend.
@@ -63,6 +69,7 @@ def test_demo_runs_the_whole_path_and_stops_cleanly(pendant_data_dir: Path) -> N
         listed = subprocess.run(
             [PENDANT, "alarms", "list", "--json"], env=env, capture_output=True, text=True, timeout=60
         )
+        leak_check.REGISTRY.add_output("pendant alarms list --json", listed.stdout + listed.stderr)
         assert listed.returncode == 0, listed.stderr
         alarms = json.loads(listed.stdout)
         assert [(alarm["device_id"], alarm["kind"]) for alarm in alarms] == [("pd-0001", "panic")]
@@ -88,6 +95,7 @@ def _first_login_finds_the_pendant(url: str, password: str) -> None:
         )
         assert answer.url.path == "/account/password", answer.text
         new = "a demo password of my own"
+        leak_check.REGISTRY.add_secret("the demo dispatcher's own password", new)
         answer = client.post(
             "/account/password",
             data={"current": password, "new": new, "repeat": new, "csrf_token": _hidden_csrf(answer.text)},

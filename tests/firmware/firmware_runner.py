@@ -55,11 +55,13 @@ def free_port():
 
 
 def flash(build_dir, folder):
-    """A pendant's flash folder: main.py (source), pendant/*.mpy, config.json, sim.json; returns the ports."""
+    """A pendant's flash folder: main.py (source), pendant/*.mpy, config.json and ca.pem (the examples),
+    sim.json; returns the ports."""
     folder.mkdir(exist_ok=True)
     shutil.copy(FIRMWARE / "main.py", folder / "main.py")
     shutil.copytree(build_dir / "pendant", folder / "pendant", dirs_exist_ok=True)
     shutil.copy(EXAMPLES / "device-config.json", folder / "config.json")
+    shutil.copy(EXAMPLES / "ca.pem", folder / "ca.pem")  # the example config is over TLS
     ports = {"modem": ["127.0.0.1", free_port()], "io": ["127.0.0.1", free_port()]}
     (folder / "sim.json").write_text(json.dumps(ports))
     return ports

@@ -23,6 +23,13 @@ SCENARIOS = {
     ],
     "fallback_fails": [r"fallback: sms to \+31612345678: ", r"fallback: over "],
     "no_data_at_press": [r"alarm: no data path: fallback now", r"fallback: sms to "],
+    "tls_refused": [
+        r"mqtt: loading the CA into the modem as ca_[0-9a-f]{8}\.pem$",
+        r"mqtt: the server's certificate is not from our CA, or is out of date \(TLS handshake failed, 32\)$",
+        r"alarm: no data path: fallback now",
+        r"fallback: sms to \+31612345678$",
+        r"fallback: calling \+31699999999$",
+    ],
     "callback_whitelist": [
         r"phone: not answering a call from an unknown number",
         r"phone: answering a call-back",

@@ -13,6 +13,7 @@ from pendant_hardware.flash import (
     FirmwareBuildError,
     default_firmware_dir,
     deploy_firmware,
+    read_device_config,
     write_device_config,
     write_sim_ports,
 )
@@ -90,6 +91,19 @@ def test_config_and_sim_ports(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="device_id"):
         write_device_config(tmp_path, {"device_id": "PD/1"})
+
+
+def test_the_ca_goes_beside_config_json_and_comes_back(tmp_path: Path) -> None:
+    ca = (Path(__file__).parents[2] / "docs/protocol-examples/ca.pem").read_text()
+    write_device_config(tmp_path, {**CONFIG, "files": {"ca.pem": ca}})
+    assert json.loads((tmp_path / "config.json").read_text()) == CONFIG  # no PEM in it
+    assert (tmp_path / "ca.pem").read_text() == ca
+    assert read_device_config(tmp_path / "config.json") == {**CONFIG, "files": {"ca.pem": ca}}
+    (tmp_path / "ca.pem").unlink()
+    with pytest.raises(ValueError, match="not a readable device config"):
+        read_device_config(tmp_path / "config.json")
+    with pytest.raises(ValueError, match="plain name"):
+        write_device_config(tmp_path, {**CONFIG, "files": {"../ca.pem": ca}})
 
 
 def test_the_repository_firmware_compiles(tmp_path: Path) -> None:

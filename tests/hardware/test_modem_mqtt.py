@@ -13,6 +13,7 @@ import pytest
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSim
 from pendant_hardware.modem_sim.settings import DENIED
+from pendant_hardware.modem_sim.uart import redacted
 
 from hw_helpers import AtClient, BenchBroker, Mosquitto, Subscriber, on_loop
 from support import BrokerFixture, free_port
@@ -343,3 +344,9 @@ def test_pub_result_waits_for_the_puback(at: AtClient) -> None:
         server.close()
         for connection in connections:
             connection.close()
+
+
+def test_the_trace_never_shows_a_password() -> None:
+    line = 'AT+CMQTTCONNECT=0,"tcp://localhost:8883",60,0,"pd-0001","pw-very-secret"'
+    assert redacted(line) == 'AT+CMQTTCONNECT=0,"tcp://localhost:8883",60,0,"pd-0001","***"'
+    assert redacted('AT+CMQTTCONNECT=0,"tcp://h:1",60,1') == 'AT+CMQTTCONNECT=0,"tcp://h:1",60,1'

@@ -50,6 +50,8 @@ def backend_env(broker: Any, backend: BackendService, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PENDANT_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("PENDANT_MQTT_HOST", settings.mqtt_host)
     monkeypatch.setenv("PENDANT_MQTT_PORT", str(settings.mqtt_port))
+    # Provisioning renders the TLS listener into the pendant's config: this broker's, not 8883.
+    monkeypatch.setenv("PENDANT_MQTT_TLS_PORT", str(settings.mqtt_tls_port))
     monkeypatch.delenv("PENDANT_DB_URL", raising=False)
     monkeypatch.delenv("PENDANT_PORT", raising=False)
     # The technician's own account: provisioning and the bench run as it.

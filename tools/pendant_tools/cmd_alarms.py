@@ -1,4 +1,5 @@
-"""`pendant alarms`: list, show, acknowledge, resolve, export and verify alarms.
+"""`pendant alarms`: list, show, acknowledge, resolve, export and verify alarms (the last two, and the
+public key that checks exports, in cmd_evidence).
 
 Where a victim is stays out of every listing: `alarms show` shows an alarm's position and trail only
 to an `--operator` whose account may see locations (a dispatcher or a supervisor), and each such view
@@ -7,24 +8,21 @@ is an audit event, as in the console and the API. Acks, resolutions and exports 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from pendant_backend.settings import write_private_file
 from pendant_tools.backend_cli import (
     CONTEXT,
     OPERATOR,
     open_engine,
     print_json,
     run_as,
-    settings_from_env,
     table,
     user_errors,
     when,
 )
+from pendant_tools.cmd_evidence import alarms_export, alarms_public_key, alarms_verify
 
 # What an alarm says about where the person is: shown only through pendant_backend.locations.
 LOCATION_FIELDS = ("lat", "lon", "acc", "loc_time", "loc_src", "cell", "payload")
@@ -42,6 +40,7 @@ def alarms() -> None:
       pendant alarms show pd-0001/12-3 --operator jjansen
       pendant alarms ack pd-0001/12-3 --operator jjansen
       pendant alarms export pd-0001/12-3 --out case.json --operator supervisor1
+      pendant alarms verify case.json --public-key pendant-export-key.pem
     """
 
 
@@ -264,68 +263,7 @@ def alarms_resolve(alarm_ref: str, resolution: str, note: str, operator: str) ->
     click.echo(f"alarm {alarm.ref} resolved as {resolution} by {person.label}")
 
 
-@alarms.command("export", context_settings=CONTEXT)
-@click.argument("alarm_ref")
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The file to write."
-)
-@OPERATOR
-@user_errors
-def alarms_export(alarm_ref: str, out: Path, operator: str) -> None:
-    """Write one alarm, its trail and its audit events to a signed file for a case (mode 0600), as a
-    supervisor's account; the export is recorded as a view of the alarm's location.
-
-    Check it at any time with `pendant alarms verify FILE`.
-
-    \b
-    Examples:
-      pendant alarms export pd-0001/12-3 --out case-2026-000123.json --operator supervisor1
-    """
-    from pendant_backend import locations
-    from pendant_backend.export import export_alarm
-
-    engine = open_engine()
-    alarm = _find_alarm(engine, alarm_ref)
-    person = run_as(engine, operator, "alarms.export")
-    # The file holds the position and the trail: recorded first, so the export carries the record.
-    locations.read(engine, alarm_pk=alarm.id, person=person, via="cli")
-    document = export_alarm(settings_from_env(), engine, ref=alarm_ref, actor=person.username)
-    write_private_file(out, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
-    click.echo(f"exported {document['alarm']['ref']} with {len(document['events'])} audit events to {out}")
-
-
-@alarms.command("verify", context_settings=CONTEXT)
-@click.argument("export_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--offline", is_flag=True, help="Check an export file without comparing it to the database.")
-@user_errors
-def alarms_verify(export_file: Path | None, offline: bool) -> None:
-    """Verify the audit chain: of the whole database, or of an export file (and that the database
-    still agrees with it). Exit code 0 when intact, 2 when anything was altered or removed.
-
-    \b
-    Examples:
-      pendant alarms verify
-      pendant alarms verify case-2026-000123.json
-      pendant alarms verify case-2026-000123.json --offline
-    """
-    from pendant_backend.audit import chain_head, verify_database
-    from pendant_backend.export import verify_export
-
-    if export_file is None:
-        engine = open_engine()
-        problems = verify_database(engine)
-        seq, head = chain_head(engine)
-        what = f"the database's audit chain ({seq} events, head {head[:16]})"
-    else:
-        try:
-            document = json.loads(export_file.read_text())
-        except ValueError as exc:
-            raise click.ClickException(f"{export_file} is not JSON: {exc}") from None
-        problems = verify_export(settings_from_env(), document, engine=None if offline else open_engine())
-        what = f"{export_file}"
-    if problems:
-        for problem in problems:
-            click.echo(f"FAILED: {problem}")
-        click.echo(f"{what}: {len(problems)} problem(s)", err=True)
-        raise SystemExit(2)
-    click.echo(f"{what}: intact")
+# Case exports, their verification and the public key live in cmd_evidence.
+alarms.add_command(alarms_export)
+alarms.add_command(alarms_verify)
+alarms.add_command(alarms_public_key)

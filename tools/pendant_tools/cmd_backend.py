@@ -17,19 +17,30 @@ from pendant_tools.backend_cli import (
     user_errors,
     when,
 )
+from pendant_tools.cmd_broker_cert import cert
 
 # ---- pendant broker -------------------------------------------------------------------------------
+
+CERT_CHECK_S = 3600.0
 
 
 @click.group(context_settings=CONTEXT)
 def broker() -> None:
-    """Run the Mosquitto broker with the project's config and accounts.
+    """Run the Mosquitto broker with the project's config, accounts and TLS certificates.
+
+    Pendants connect over TLS (PENDANT_MQTT_TLS_PORT, 8883) and verify the broker against the project
+    CA; the backend and the bench use a plain listener on loopback (PENDANT_MQTT_PORT), which
+    PENDANT_MQTT_PLAIN=off switches off.
 
     \b
     Examples:
       pendant broker run
-      PENDANT_DATA_DIR=/srv/pendant pendant broker run
+      PENDANT_DATA_DIR=/srv/pendant PENDANT_MQTT_PUBLIC_HOST=mqtt.example.org pendant broker run
+      pendant broker cert show
     """
+
+
+broker.add_command(cert)
 
 
 @broker.command("run", context_settings=CONTEXT)
@@ -37,13 +48,18 @@ def broker() -> None:
 def broker_run() -> None:
     """Run the broker in the foreground until Ctrl-C.
 
-    The first run creates the accounts (<data>/secrets/broker.json, mode 0600) and the broker's
-    dynamic-security file; later runs keep them. Queued messages survive restarts.
+    The first run creates the accounts (<data>/secrets/broker.json, mode 0600), the broker's
+    dynamic-security file and the project CA with a server certificate (<data>/tls, the CA key 0600);
+    later runs keep them, and issue a new server certificate from the same CA when the old one nears
+    its end or no longer names PENDANT_MQTT_PUBLIC_HOST. Queued messages survive restarts.
 
     \b
     Examples:
       pendant broker run
-      PENDANT_DATA_DIR=/srv/pendant PENDANT_MQTT_PORT=1883 pendant broker run
+      PENDANT_MQTT_PUBLIC_HOST=mqtt.example.org pendant broker run    # the name pendants connect to
+      PENDANT_MQTT_PLAIN=off pendant broker run                       # TLS only; the backend follows
+      PENDANT_TLS_CERT=/etc/pendant/fullchain.pem PENDANT_TLS_KEY=/etc/pendant/key.pem \\
+        PENDANT_TLS_CA=/etc/pendant/ca.pem pendant broker run          # the operator's certificate
     """
     from pendant_backend.broker import Broker
 
@@ -53,11 +69,12 @@ def broker_run() -> None:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         instance.start()
-        click.echo(
-            f"broker running on {settings.mqtt_address} (pid {instance.pid}); log: {instance.log_path}"
-        )
+        click.echo(f"broker running: {instance.listeners()} (pid {instance.pid}); log: {instance.log_path}")
+        click.echo(f"pendants trust the CA {_ca_path(settings)} and connect to {settings.mqtt_public_host}")
         click.echo("Ctrl-C to stop")
-        code = instance.wait()
+        # Hourly: a certificate near its end (or one the operator renewed) is served without a restart.
+        while (code := instance.wait(timeout=CERT_CHECK_S)) is None:
+            instance.refresh_certificates()
     except KeyboardInterrupt:
         instance.stop()
         click.echo("broker stopped")
@@ -68,6 +85,12 @@ def broker_run() -> None:
     raise click.ClickException(
         f"the broker exited with code {code}; the end of its log:\n{instance.log_tail()}"
     )
+
+
+def _ca_path(settings) -> str:  # noqa: ANN001 - Settings, imported lazily
+    from pendant_backend.pki import ca_file
+
+    return str(ca_file(settings))
 
 
 # ---- pendant backend ------------------------------------------------------------------------------
@@ -101,12 +124,15 @@ def backend_run() -> None:
       pendant -v backend run         # with MQTT and database detail
     """
     from pendant_backend.broker import load_secrets
+    from pendant_backend.broker_endpoint import backend_endpoint
+    from pendant_backend.db import shown_url
     from pendant_backend.service import BackendService
 
     settings = settings_from_env()
     load_secrets(settings)  # fail now, with advice, rather than retry for ever
+    broker_url = backend_endpoint(settings).url
     click.echo(
-        f"backend: database {settings.db_url}, broker {settings.mqtt_address}; Ctrl-C to stop", err=True
+        f"backend: database {shown_url(settings.db_url)}, broker {broker_url}; Ctrl-C to stop", err=True
     )
     BackendService(settings).run()
 
@@ -114,6 +140,7 @@ def backend_run() -> None:
 def _serve_web(host: str | None, port: int | None) -> None:
     from pendant_backend.console.assets import MissingFrontend, check_installed
     from pendant_backend.web import serve
+    from pendant_backend.web_tls import web_transport
 
     settings = settings_from_env()
     try:
@@ -121,10 +148,14 @@ def _serve_web(host: str | None, port: int | None) -> None:
     except MissingFrontend as exc:
         raise click.ClickException(str(exc)) from None
     host, port = host or settings.api_host, port or settings.api_port
+    transport = web_transport(settings, host=host, plain=settings.web_plain)
     click.echo(
-        f"web: the console at http://{host}:{port}/ and the API under /api/v1; Ctrl-C to stop", err=True
+        f"web: the console at {transport.scheme}://{host}:{port}/ and the API under /api/v1; Ctrl-C to stop",
+        err=True,
     )
-    serve(open_engine(create=True), settings, host=host, port=port)
+    if not transport.plain and not settings.operator_tls:
+        click.echo(f"web: browsers and API clients must trust the CA {settings.tls_dir / 'ca.crt'}", err=True)
+    serve(open_engine(create=True), settings, host=host, port=port, transport=transport)
 
 
 WEB_OPTIONS = (
@@ -148,13 +179,18 @@ def backend_web(host: str | None, port: int | None) -> None:
     The console (log in with an account from `pendant user add`) shows alarms live, on a map, and the
     fleet's health; the API answers requests with a token from `pendant backend token create`. Its
     front-end files come from `npm ci` (scripts/setup.sh). Run `pendant backend run` beside it: that
-    is what receives the alarms. Put TLS in front of it (a reverse proxy) before it leaves this machine.
+    is what receives the alarms.
+
+    It serves HTTPS (TLS 1.2 or later, HSTS, Secure cookies) with a certificate from the project CA
+    (`pendant broker cert ca` prints the CA for browsers and API clients) or the operator's own
+    (PENDANT_TLS_CERT/_KEY/_CA). Plain HTTP only with PENDANT_WEB_PLAIN=1 and on a loopback address.
 
     \b
     Examples:
       pendant backend web
-      pendant backend web --port 8080
-      curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18880/api/v1/fleet/summary
+      pendant backend web --host 0.0.0.0 --port 8443
+      curl --cacert ca.pem -H "Authorization: Bearer $TOKEN" https://localhost:18880/api/v1/fleet/summary
+      PENDANT_WEB_PLAIN=1 pendant backend web     # plain HTTP on 127.0.0.1, for a local test
     """
     _serve_web(host, port)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,16 +20,16 @@ from typing import Any
 import click
 
 from pendant_backend import BackendError, users
-from pendant_backend.accounts import provision_device, revoke_device
+from pendant_backend.accounts import provision_device, revoke_device, write_device_config
 from pendant_backend.broker import Broker
 from pendant_backend.console.assets import MissingFrontend, check_installed
-from pendant_backend.db import engine_for
+from pendant_backend.db import engine_for, shown_url
 from pendant_backend.service import BackendService
-from pendant_backend.settings import Settings, secret_key, write_private_file
+from pendant_backend.settings import Settings, is_loopback, secret_key
 from pendant_backend.users import UserError
 from pendant_backend.web import BackgroundWebServer
 from pendant_backend.webhook_sink import Delivery, WebhookSink
-from pendant_hardware.flash import FirmwareBuildError
+from pendant_hardware.flash import FirmwareBuildError, read_device_config
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
 from pendant_hardware.virtual_pendant import VirtualPendant
 
@@ -51,7 +51,7 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
     """The device's config.json: the one saved by an earlier run, or a freshly provisioned one."""
     path = settings.devices_dir / device_id / "config.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_device_config(path)  # with the CA beside it
     try:
         config = provision_device(settings, device_id)
     except BackendError as exc:
@@ -61,7 +61,7 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
         # device, so give it new credentials rather than stop.
         revoke_device(settings, device_id)
         config = provision_device(settings, device_id)
-    write_private_file(path, (json.dumps(config, separators=(",", ":")) + "\n").encode())
+    write_device_config(path, config)  # config.json and ca.pem, as `pendant device provision` writes them
     return config
 
 
@@ -88,6 +88,9 @@ def demo(device_id: str) -> None:
       pendant alarms list            # the alarms the backend has stored
     """
     settings = Settings.from_env()
+    if not os.environ.get("PENDANT_MQTT_TLS_BIND"):
+        # The demo stays on this machine unless told otherwise.
+        settings = dataclasses.replace(settings, mqtt_tls_bind="127.0.0.1")
     # SIGTERM (kill, a timeout, systemd) unwinds like Ctrl-C, so the broker is never left running.
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as running:
@@ -113,7 +116,7 @@ def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) ->
     broker = Broker(settings)
     broker.start()
     running.callback(broker.stop)
-    click.echo(f"broker: Mosquitto on {settings.mqtt_address} (log {broker.log_path})")
+    click.echo(f"broker: Mosquitto, {broker.listeners()} (log {broker.log_path})")
 
     settings = _start_webhook_receiver(settings, running)
     backend = BackendService(settings)
@@ -121,7 +124,7 @@ def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) ->
     running.callback(backend.stop)
     if not backend.wait_ready(timeout=15):
         raise click.ClickException("the backend did not connect to the broker within 15 s; see the log above")
-    click.echo(f"backend: storing alarms in {settings.db_url}")
+    click.echo(f"backend: storing alarms in {shown_url(settings.db_url)}")
 
     console = _start_console(settings, running)
 
@@ -181,7 +184,11 @@ def demo_dispatcher_password(settings: Settings) -> str:
 def _start_console(settings: Settings, running: contextlib.ExitStack) -> tuple[str, str]:
     """Serve the console and the API; returns its URL and the demo dispatcher's one-time password."""
     password = demo_dispatcher_password(settings)
-    web = BackgroundWebServer(engine_for(settings), settings, host=settings.api_host, port=settings.api_port)
+    # Plain HTTP on loopback, so a browser opens it without trusting the project CA; HTTPS elsewhere.
+    plain = is_loopback(settings.api_host)
+    web = BackgroundWebServer(
+        engine_for(settings), settings, host=settings.api_host, port=settings.api_port, plain=plain
+    )
     try:
         web.start()
     except RuntimeError as exc:
@@ -190,6 +197,9 @@ def _start_console(settings: Settings, running: contextlib.ExitStack) -> tuple[s
         ) from None
     running.callback(web.stop)
     click.echo(f"console: {web.url}/ (the operator console and the API)")
+    if not plain:
+        ca = settings.tls_ca or settings.tls_dir / "ca.crt"
+        click.echo(f"console: HTTPS off loopback; browsers must trust {ca}")
     return f"{web.url}/", password
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from pendant_hardware import sim_text
-from pendant_hardware.flash import DEVICE_ID, FirmwareBuildError
+from pendant_hardware.flash import DEVICE_ID, FirmwareBuildError, read_device_config
 from pendant_hardware.modem_sim import ModemSettings
 from pendant_hardware.modem_sim.faults import FAULTS, parse_assignments
 from pendant_hardware.modem_sim.gnss_track import TrackError, load_track
@@ -189,10 +189,10 @@ async def _serve(host: SimHost, data_dir: Path) -> None:
 
 def _load_config(path: Path) -> dict[str, Any]:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SimError(f"cannot read device config {path}: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("device_id"), str):
+        config = read_device_config(path)  # and the CA beside it (ca.pem), as provisioning wrote them
+    except ValueError as exc:
+        raise SimError(f"cannot read device config {exc}") from None
+    if not isinstance(config.get("device_id"), str):
         example = "docs/protocol-examples/device-config.json"
         raise SimError(f"device config {path} has no device_id (see {example})")
     return config

@@ -1,7 +1,8 @@
 """Provisioning a pendant from the technician's bench: read its IMEI and ICCID through its REPL, find or
 register it in the backend's registry, give it broker credentials (new, or rotated if it had some: the
-backend keeps only a hash, so a lost config.json means new ones), write config.json to its flash, reboot
-it, and wait until the backend has its first heartbeat. The scripting API behind `pendant provision`:
+backend keeps only a hash, so a lost config.json means new ones), write config.json and the CA its
+server must prove to come from (ca.pem) to its flash, reboot it, and wait until the backend has its
+first heartbeat (over TLS, the pendant verifying the broker). The scripting API behind `pendant provision`:
 
     from pendant_tools.provisioning import provision_pendant
     result = provision_pendant("/dev/ttyUSB0", Settings.from_env())
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 import threading
 import time
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from pendant_backend import BackendError
-from pendant_backend.accounts import provision_device, rotate_device
+from pendant_backend.accounts import pendant_files, provision_device, rotate_device
 from pendant_backend.broker import load_secrets
 from pendant_backend.db import engine_for
 from pendant_backend.models import Device, DeviceCreate, DeviceUpdate, utc_now
@@ -181,16 +181,20 @@ def provision_pendant(
 
         started = time.monotonic()
         report("write config", 0, 0)
-        data = (json.dumps(config, separators=(",", ":")) + "\n").encode()
-        del config  # the password lives on in `data` only until it is on the pendant
-        repl.write_file(CONFIG_PATH, data)
-        on_device = repl.hashes([CONFIG_PATH]).get(CONFIG_PATH)
-        if on_device != hashlib.sha256(data).hexdigest():
-            raise JobFailed(
-                f"{port}: config.json on the pendant does not match what was written: run pendant provision "
-                "again (it gets new credentials)"
-            )
-        del data
+        files = pendant_files(config)  # config.json and the CA beside it (ca.pem)
+        del config  # the password lives on in `files` only until it is on the pendant
+        # The CA first: a pendant that reboots half-way has no config.json that names a missing CA.
+        names = sorted(files, key=lambda name: name == CONFIG_PATH)
+        for name in names:
+            repl.write_file(name, files[name])
+        on_device = repl.hashes(names)
+        for name in names:
+            if on_device.get(name) != hashlib.sha256(files[name]).hexdigest():
+                raise JobFailed(
+                    f"{port}: {name} on the pendant does not match what was written: run pendant "
+                    "provision again (it gets new credentials)"
+                )
+        del files
         seconds["write config"] = _since(started)
 
         rebooted_at = utc_now()

@@ -50,6 +50,8 @@ ALARM_KINDS = (
     "location_viewed",
     "command_sent",
     "command_answered",
+    "alarm_exported",
+    "export_verified",
 )
 # Audit events that change the fleet view.
 DEVICE_KINDS = (

@@ -103,6 +103,8 @@ _EVENT_WORDS = {
     "location_viewed": "Location viewed",
     "command_sent": "Command sent",
     "command_answered": "Command answered",
+    "alarm_exported": "Case export made (signed)",
+    "export_verified": "Case export verified",
 }
 
 

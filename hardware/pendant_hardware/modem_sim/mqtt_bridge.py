@@ -84,6 +84,7 @@ class BrokerLink:
         self._on_lost = on_lost
         self._on_message = on_message
         self.connected = False
+        self.failure: str | None = None  # why the connection could not be made (TLS errors), for the trace
         self._finished = False
         self._closing = False
         self._drop_cause: int | None = None
@@ -137,15 +138,17 @@ class BrokerLink:
         except socket.gaierror:
             return DNS_ERROR
         except ssl.SSLError as exc:
-            log.info(
-                "mqtt %s: TLS handshake with %s failed: %s", self.params.client_id, self.params.host, exc
-            )
+            # A certificate that does not verify lands here (ssl.SSLCertVerificationError), with
+            # OpenSSL's reason: "unable to get local issuer certificate", "certificate has expired".
+            self.failure = f"TLS handshake with {self.params.host} failed: {exc}"
+            log.info("mqtt %s: %s", self.params.client_id, self.failure)
             return TLS_HANDSHAKE_FAIL
         except (ConnectionRefusedError, TimeoutError):
             return SOCKET_CONNECT_FAIL
         except OSError as exc:
             if self.params.tls:  # the TCP connection stood, the TLS handshake on it did not
-                log.info("mqtt %s: TLS handshake failed: %s", self.params.client_id, exc)
+                self.failure = f"TLS handshake with {self.params.host} failed: {exc}"
+                log.info("mqtt %s: %s", self.params.client_id, self.failure)
                 return TLS_HANDSHAKE_FAIL
             log.info("mqtt %s: connect failed: %s", self.params.client_id, exc)
             return SOCKET_CONNECT_FAIL

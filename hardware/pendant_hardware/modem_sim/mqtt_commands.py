@@ -276,7 +276,7 @@ class MqttCommands:
                 connect = dataclasses.replace(connect, ssl_context=self.modem.tls.ssl_context(slot.index))
             except TlsSetupError as exc:
                 self.modem.uart.trace(f"TLS set-up failed: {exc}")
-                self.modem.spawn(self._urc_soon(f"+CMQTTCONNECT: {slot.index},{TLS_HANDSHAKE_FAIL}"))
+                self.modem.spawn(self._urc_soon(f"+CMQTTCONNECT: {slot.index},{exc.err}"))
                 return
         link = BrokerLink(
             connect,
@@ -293,6 +293,8 @@ class MqttCommands:
             return
         if err != mqtt_bridge.OK:
             slot.link = None
+            if link.failure:
+                self.modem.uart.trace(link.failure)
         self.modem.urc(f"+CMQTTCONNECT: {slot.index},{err}")
 
     def _lost(self, slot: ClientSlot, link: BrokerLink, cause: int) -> None:

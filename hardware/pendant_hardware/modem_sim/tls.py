@@ -1,10 +1,24 @@
 """TLS set-up: AT+CSSLCFG (SSL contexts), AT+CCERTDOWN / AT+CCERTLIST / AT+CCERTDELE (the modem's
 certificate store) and AT+CMQTTSSLCFG (which context an MQTT client uses). `ssl_context()` turns a
-configured context into the Python ssl.SSLContext the broker bridge connects with.
+configured context into the Python ssl.SSLContext the broker bridge connects with, so the handshake the
+firmware configured happens for real, against the real broker.
 
-authmode (A76XX SSL application note): 0 no authentication, 1 the server is verified against `cacert`,
-2 server and client (`clientcert`, `clientkey`), 3 client only. Host names are not checked: the modem
-verifies the certificate chain only.
+What the A76XX AT manual (V1.09, SSL commands) gives for a context, and how each is played here:
+- sslversion: 0 SSL 3.0, 1 TLS 1.0, 2 TLS 1.1, 3 TLS 1.2, 4 all (the default). The manual names nothing
+  newer than TLS 1.2, so no value here goes past TLS 1.2; 3 is exactly TLS 1.2.
+- authmode: 0 no authentication (the default), 1 the server is verified against `cacert`, 2 server and
+  client (`clientcert`, `clientkey`), 3 client only.
+- ignorelocaltime: 1 (the default) the certificates' validity dates are not checked (the modem may have
+  no clock), 0 they are checked against the modem's clock (here: the host's).
+- enableSNI: 1 the host name of AT+CMQTTCONNECT goes out as SNI (never for an IP address), 0 (the
+  default) no SNI.
+- Host names: the manual has no option for checking the server certificate's name against the host
+  (Quectel modems have "checkhost"; SIMCom's AT+CSSLCFG has none), so the modem is taken to verify the
+  chain (and, with ignorelocaltime 0, the dates) only, and so does the simulator: a certificate from the
+  right CA for another name is accepted.
+A context with authmode 1 or 2 whose `cacert` is not set or not in the store gives `+CMQTTCONNECT:
+<n>,33` ("not set certificate" in the manual's MQTT result codes); a failed verification or handshake
+gives 32 ("handshake fail"; some A7670 firmware reports 34, "open SSL session failed").
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,11 +52,36 @@ _TLS_VERSIONS = {
     1: (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1),
     2: (ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1),
     3: (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2),
+    4: (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.TLSv1_2),
 }
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME, which Python's ssl module has no name for: ignorelocaltime 1.
+_NO_CHECK_TIME = 0x200000
+
+
+NOT_SET_CERTIFICATE = 33  # +CMQTTCONNECT result: the context's certificate is not set or not stored
+HANDSHAKE_FAIL = 32
 
 
 class TlsSetupError(Exception):
-    """A context names a certificate that is not in the store, or the store's file is not usable."""
+    """A context names a certificate that is not in the store (err 33), or the store's file is not
+    usable (err 32): `err` is the +CMQTTCONNECT result the modem gives."""
+
+    def __init__(self, message: str, err: int = HANDSHAKE_FAIL) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+class ModemSslContext(ssl.SSLContext):
+    """An SSLContext that sends SNI only when the modem's context says enableSNI 1: the bridge's MQTT
+    library always passes the host name, and the modem without SNI does not."""
+
+    send_sni = False
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        """ssl.SSLContext.wrap_socket, with the host name kept back unless SNI is on."""
+        return super().wrap_socket(
+            sock, *args, server_hostname=server_hostname if self.send_sni else None, **kwargs
+        )
 
 
 @dataclass
@@ -135,14 +175,19 @@ class TlsCommands:
 
 
 def build_ssl_context(config: SslConfig, files: dict[str, bytes]) -> ssl.SSLContext:
-    """An SSLContext that verifies what `config.authmode` says, from the files in the store."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    if config.sslversion in _TLS_VERSIONS:
-        low, high = _TLS_VERSIONS[config.sslversion]
-        with contextlib.suppress(ValueError):
+    """An SSLContext that verifies what `config.authmode` says, from the files in the store, with the
+    TLS version, SNI and date checks of `config` (see the module docstring)."""
+    context = ModemSslContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # as the modem: the chain is verified, not the name
+    context.send_sni = config.enablesni == 1
+    low, high = _TLS_VERSIONS[config.sslversion]
+    with warnings.catch_warnings():  # the old versions are deprecated: that is what is being played
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.suppress(ValueError):  # SSL 3.0 is not built into this OpenSSL: no handshake
             context.minimum_version = low
-            context.maximum_version = high
+        context.maximum_version = high
+    if config.ignorelocaltime:
+        context.verify_flags |= _NO_CHECK_TIME
     if config.authmode in (1, 2):
         context.verify_mode = ssl.CERT_REQUIRED
         ca = _file(files, config.cacert, "cacert")
@@ -162,9 +207,11 @@ def build_ssl_context(config: SslConfig, files: dict[str, bytes]) -> ssl.SSLCont
 
 def _file(files: dict[str, bytes], name: str, option: str) -> bytes:
     if not name:
-        raise TlsSetupError(f"the SSL context has no {option}")
+        raise TlsSetupError(f"the SSL context has no {option}", NOT_SET_CERTIFICATE)
     if name not in files:
-        raise TlsSetupError(f"{option} {name} is not in the certificate store (AT+CCERTDOWN)")
+        raise TlsSetupError(
+            f"{option} {name} is not in the certificate store (AT+CCERTDOWN)", NOT_SET_CERTIFICATE
+        )
     return files[name]
 
 

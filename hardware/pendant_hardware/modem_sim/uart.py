@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from time import strftime
 log = logging.getLogger(__name__)
 
 CR, LF = 0x0D, 0x0A
+# AT+CMQTTCONNECT=<client>,"<address>",<keepalive>,<clean>,"<user>","<password>": the password part.
+_PASSWORD = re.compile(r'^(AT\+CMQTTCONNECT=[^"]*"[^"]*",[^,]*,[^,]*,"[^"]*",)"[^"]*"', re.IGNORECASE)
 MAX_LINE_BYTES = 4096  # a real modem's command buffer is smaller; longer lines are dropped with ERROR
 
 
@@ -149,7 +152,7 @@ class Uart:
             if end >= 0:
                 client.skip_lf = True
                 text = line[:-1].replace(b"\n", b"").decode("latin-1")
-                self.trace(f"-> {text}")
+                self.trace(f"-> {redacted(text)}")
                 return text
             if len(line) > MAX_LINE_BYTES:
                 raise LineTooLong
@@ -248,3 +251,9 @@ class Uart:
         if self._trace_path is not None:
             with self._trace_path.open("a", encoding="utf-8") as trace:
                 trace.write(f"{strftime('%H:%M:%S')} {text}\n")
+
+
+def redacted(line: str) -> str:
+    """A command line as the trace shows it: a device's broker password replaced by ***, so that the
+    bench's modem.log holds no secret."""
+    return _PASSWORD.sub(r'\1"***"', line)

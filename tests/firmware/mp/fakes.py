@@ -42,7 +42,8 @@ class FakeA7670:
     """One modem as the firmware sees it: readinto(buf) (None while nothing is there), write(), close()."""
 
     def __init__(self):
-        self.commands = []  # the last 40 command lines received (str, without CR)
+        self.commands = [None] * 40  # the last 40 command lines received (str, without CR); the room
+        del self.commands[:]  # is taken now: grown later, amid the firmware's objects, it needs 512 bytes
         self.published = []  # (topic, payload) of every successful AT+CMQTTPUB
         self.subscribed = []
         self.connects = []
@@ -161,7 +162,19 @@ class FakeA7670:
         elif cmd.startswith("AT+CMGS="):
             self._sms = [cmd[9:-1], b""]
             self.send("\r\n> ")
-        elif cmd.startswith("AT+CGDCONT=") or cmd.startswith("AT+CMQTTACCQ="):
+        elif cmd.split("=")[0] in ("AT+CGDCONT", "AT+CMQTTACCQ", "AT+CSSLCFG", "AT+CMQTTSSLCFG"):
+            self.send("\r\nOK\r\n")
+        elif cmd == "AT+CCERTLIST":  # the certificates are the .pem entries of data
+            names = [n for n in self.data if n.endswith(".pem")]
+            self.send("".join('\r\n+CCERTLIST: "%s"' % n for n in names) + "\r\n\r\nOK\r\n")
+        elif cmd.startswith("AT+CCERTDOWN="):
+            name, size = args.split(",")  # args: what follows the "="
+            self._for = name.strip('"')
+            self._need = int(size)
+            self.data[self._for] = bytearray()  # grown in place, byte by byte
+            self.send("\r\n>")
+        elif cmd.startswith("AT+CCERTDELE="):
+            self.data.pop(args.strip('"'), None)
             self.send("\r\nOK\r\n")
         elif cmd == "AT+CGNSSPWR=1":
             self.send("\r\nOK\r\n\r\n+CGNSSPWR: READY!\r\n")

@@ -14,7 +14,8 @@ with open("config.json", "w") as f:  # connect.py and network.py read it from th
         '"tls":false,"keepalive":60},"apn":"internet"}'
     )
 ROOT = b"pendant/v1/pd-0001/"
-for name in ("network", "connect"):  # as the app does at start: their names interned in a heap in one piece
+# As the app does at start: their names interned while the heap is in one piece.
+for name in ("network", "connect"):
     __import__("pendant." + name)
     drop(name)
 

@@ -259,6 +259,25 @@ async def s_no_data_at_press(b):
         raise Failed("fallback event: %r" % report)
 
 
+async def s_tls_refused(b):
+    """Over TLS (the example config), the broker's address starts answering with a certificate that is
+    not from the pendant's CA (the modem's handshake fails, 32): the pendant says so, a press goes out by
+    SMS and call at once, the alarm waits on flash and goes out once the real server is back."""
+    b.fake.outcomes = {"+31699999999": "answer"}
+    await b.online()
+    if not [name for name in b.fake.data if name.startswith("ca_")]:
+        raise Failed("the pendant loaded no CA into the modem")
+    b.fake.connect_results = [32] * 1000
+    b.fake.send("\r\n+CMQTTCONNLOST: 0,1\r\n")
+    await b.wait("handshakes failing", lambda: len(b.fake.connects) >= 3, 60)
+    await b.press()
+    await b.wait("SMS at once", lambda: b.fake.texts, 20)
+    await b.wait("call at once", lambda: b.fake.dialled, 30)
+    b.fake.send("\r\nVOICE CALL: END: 000005\r\n")
+    b.fake.connect_results = []  # the real server again
+    await b.pub("alarm", "alarm sent once the server is ours again", timeout_s=120)
+
+
 async def s_callback_whitelist(b):
     """An incoming call from a whitelisted number (the police calling back) is answered; others are not."""
     await b.online()

@@ -14,7 +14,7 @@ EXAMPLES = os.getenv("PENDANT_EXAMPLES") or "../../../docs/protocol-examples"
 @test
 def the_example_device_config_loads():
     device = boot.load_device_config(EXAMPLES + "/device-config.json")
-    eq((device["device_id"], device["mqtt"]["port"]), ("pd-0001", 18830))
+    eq((device["device_id"], device["mqtt"]["port"], device["mqtt"]["tls"]), ("pd-0001", 8883, True))
 
 
 @test
