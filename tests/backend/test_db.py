@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from pendant_backend.db import current_revision, head_revision, make_engine, session_scope
+from pendant_backend.db import current_revision, head_revision, make_engine, session_scope, shown_url
 from pendant_backend.models import Device
 
 
@@ -65,3 +65,9 @@ def test_concurrent_writers_lose_no_update(engine) -> None:
     assert errors == []
     with session_scope(engine) as session:
         assert session.get(Device, "pd-0001").config_rev == 40
+
+
+def test_a_database_url_is_shown_without_its_password() -> None:
+    shown = shown_url("postgresql://pendant:s3cret-Pa55@db.example:5432/pendant")
+    assert "s3cret-Pa55" not in shown and shown == "postgresql://pendant:***@db.example:5432/pendant"
+    assert shown_url("sqlite:////var/lib/pendant/pendant.db") == "sqlite:////var/lib/pendant/pendant.db"
