@@ -27,7 +27,7 @@ from pendant_hardware.power import MCU_ACTIVE, MCU_OFF, Currents, PowerMeter, Po
 
 log = logging.getLogger(__name__)
 
-HEAP_SIZE = "64K"  # the heap budget the firmware must live within on the device
+HEAP_SIZE = "128K"  # on the 64-bit unix port: about the 64 KB of heap the firmware may use on the ESP32
 TAIL_LINES = 1000
 CAPTURES = {"call": "calls.jsonl", "sms": "sms.jsonl"}
 

@@ -1,6 +1,6 @@
 """The firmware on the real MicroPython unix port, within the pendant's 64 KB heap.
 
-- every script tests/firmware/mp/test_*.py becomes a pytest case, run with `micropython -X heapsize=64K`
+- every script tests/firmware/mp/test_*.py becomes a pytest case, run with `micropython -X heapsize=128K`
   against the firmware compiled with mpy-cross, as it is deployed (the script and its helpers are compiled
   too and imported: compiling .py source at run time costs heap the pendant does not have); the light
   scripts also run as source against firmware/ on MICROPYPATH. A case fails with the script's output.

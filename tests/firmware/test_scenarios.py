@@ -1,5 +1,6 @@
 """Issue 3's behaviours as scenarios: the whole pendant (main.py and the .mpy build, as the bench deploys
-it) on MicroPython under a 64 KB heap, against mp/scenario_bench.py (a fake A7670 and a scripted board).
+it) on MicroPython under a 128K heap (about 64 KB of ESP32 heap), against mp/scenario_bench.py (a fake
+A7670 and a scripted board).
 
 All scenarios run at once in the background (they mostly wait on each other's timers, and one after the
 other they would take minutes); each test then checks its own: the bench's verdict (`bench: done`, every
@@ -8,7 +9,7 @@ step held) and the pendant's log (no crash, no MemoryError, the lines that tell 
 import re
 
 import pytest
-from firmware_runner import PendantRun, build, run_all
+from firmware_runner import HEAP, PendantRun, build, run_all
 
 SCENARIOS = {
     # scenario: lines the pendant's log must have (regular expressions); the slowest first (they run in
@@ -77,4 +78,4 @@ def test_scenario(name, results):
     assert boots == BOOTS.get(name, boots), report
     for line in SCENARIOS[name]:
         assert re.search(line, log, re.MULTILINE), f"no line like {line!r}\n{report}"
-    print(f"{name}: peak heap {peak_heap(log)} bytes of 64K, {log.count('short of memory')} steps retried")
+    print(f"{name}: peak heap {peak_heap(log)} bytes of {HEAP}, {log.count('short of memory')} steps retried")
