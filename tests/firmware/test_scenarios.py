@@ -14,7 +14,10 @@ from firmware_runner import HEAP, PendantRun, build, run_all
 SCENARIOS = {
     # scenario: lines the pendant's log must have (regular expressions); the slowest first (they run in
     # groups, and a group lasts as long as its slowest)
-    "modem_hang": [r"mqtt: modem hung", r"modem: hung: power cycle", r"atchan: dropped line"],
+    # The garbage it sends lands either between commands (dropped, logged) or inside a running command's
+    # answer (taken as its lines): which one is a race, so only surviving it is checked here; dropping
+    # unknown lines is checked deterministically by mp/test_atchan.py.
+    "modem_hang": [r"mqtt: modem hung", r"modem: hung: power cycle"],
     "battery": [r"app: low battery \d+%", r"app: critical battery \d+%", r"app: switching off \(battery\)"],
     "press_ack_feedback": [r"alarm: raised \S+$", r"alarm: acked \S+ after \d+ ms$", r"alarm: resolved"],
     "no_ack_sms_then_call": [
