@@ -306,21 +306,22 @@ def ensure(settings: Settings) -> TlsFiles:
     A certificate the project issued is issued again, from the same CA, when it is missing, expires
     within RENEW_BEFORE_DAYS or no longer names PENDANT_MQTT_PUBLIC_HOST.
     """
-    if settings.operator_tls:
-        return operator_files(settings)
-    with _locked(settings):
-        ca = _ensure_ca(settings)
-        return _ensure_leaf(settings, ca, SERVER_CERT, SERVER_KEY, server_names(settings))
+    return _files(settings, SERVER_CERT, SERVER_KEY, server_names(settings))
 
 
 def ensure_web(settings: Settings) -> TlsFiles:
     """`ensure` for the console and the API: the operator's files, or a web certificate of the project
     CA (a key of its own, so that the broker's copy of its key opens nothing else)."""
+    return _files(settings, WEB_CERT, WEB_KEY, web_names(settings))
+
+
+def _files(settings: Settings, cert_name: str, key_name: str, names: list[str]) -> TlsFiles:
+    """The operator's files, or the project CA's certificate `cert_name` for `names` (issued when due)."""
     if settings.operator_tls:
         return operator_files(settings)
     with _locked(settings):
         ca = _ensure_ca(settings)
-        return _ensure_leaf(settings, ca, WEB_CERT, WEB_KEY, web_names(settings))
+        return _ensure_leaf(settings, ca, cert_name, key_name, names)
 
 
 def ca_file(settings: Settings) -> Path:
