@@ -3,6 +3,10 @@
 `parse_topic` and the `parse_*` functions take what came off the wire and either return a record or
 raise `InvalidPayload` with a short machine-readable reason; `encode_*` produce the exact compact JSON
 of docs/protocol-examples/. No I/O here.
+
+An alarm is the exception to "reject what breaks the protocol": a person pressed a button, so
+`parse_alarm` rejects only what cannot be stored and acked (not JSON, not an object, no usable
+`alarm_id`) and sets every other bad field aside (`Alarm.set_aside`), keeping the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ INT32_MAX = 2**31 - 1
 # Unix seconds up to 2106: beyond INT32_MAX (2038), so times are stored in 64-bit columns.
 MAX_UNIX_TIME = 2**32 - 1
 ALARM_KINDS = frozenset({"panic", "power_off", "test"})
+# The kind of an alarm whose `kind` (or `test`) was set aside: a real alarm of a kind we cannot tell.
+UNKNOWN_KIND = "unknown"
+# The fields of an alarm that are set aside, not rejected, when they break the protocol (`loc.tst` on
+# its own: a fix with a bad timestamp is still a fix).
+ALARM_OPTIONAL_FIELDS = ("kind", "test", "tst", "loc", "loc.tst", "cell", "batt")
 ALARM_STATES = ("received", "acknowledged", "resolved")
 REGISTRATION_STATES = frozenset({"home", "roaming", "searching", "denied", "none"})
 COMMANDS = frozenset({"locate", "test_alarm", "vibrate", "reboot", "selftest"})
@@ -49,12 +58,14 @@ REASONS = (
 
 
 class InvalidPayload(ValueError):
-    """A message that breaks the protocol. `reason` is one of REASONS; `detail` says where."""
+    """A message that breaks the protocol. `reason` is one of REASONS; `detail` says where and what;
+    `path` names the field (`loc.lat`) without its value, so that it may be logged."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, path: str = "") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.path = path
 
 
 def is_valid_device_id(device_id: str) -> bool:
@@ -123,8 +134,20 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """A field of an alarm that broke the protocol and was left out of the record (the stored payload
+    keeps it as sent). `field` is one of ALARM_OPTIONAL_FIELDS, `reason` one of REASONS, and `path` the
+    part that broke (`loc.lat`): never its value, which may be a position."""
+
+    field: str
+    reason: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Alarm:
-    """An alarm as the pendant sent it."""
+    """An alarm as the pendant sent it, less the fields set aside (None, or `kind` UNKNOWN_KIND and
+    `test` false: a doubtful alarm is a real one)."""
 
     alarm_id: str
     kind: str
@@ -133,6 +156,11 @@ class Alarm:
     cell: Cell | None
     batt: int | None
     test: bool
+    set_aside: tuple[SetAside, ...] = ()
+
+    def is_set_aside(self, name: str) -> bool:
+        """True if the field `name` (one of ALARM_OPTIONAL_FIELDS) was set aside."""
+        return any(item.field == name for item in self.set_aside)
 
 
 @dataclass(frozen=True)
@@ -265,7 +293,7 @@ class _Fields:
 
     def __init__(self, obj: object, path: str = "") -> None:
         if not isinstance(obj, dict):
-            raise InvalidPayload("not_an_object", f"{path or 'payload'} must be a JSON object")
+            raise InvalidPayload("not_an_object", f"{path or 'payload'} must be a JSON object", path)
         self.obj = obj
         self.path = path
 
@@ -277,7 +305,7 @@ class _Fields:
         if value is _MISSING:
             if optional:
                 return None
-            raise InvalidPayload("missing_field", f"{self._name(key)} is missing")
+            raise InvalidPayload("missing_field", f"{self._name(key)} is missing", self._name(key))
         return value
 
     def integer(self, key: str, *, nullable: bool = False, lo: int = -INT32_MAX, hi: int = INT32_MAX) -> Any:
@@ -287,21 +315,23 @@ class _Fields:
             return None
         # bool is an int in Python but `true` is no number in the protocol.
         if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be an integer{' or null' * nullable}")
+            raise InvalidPayload(
+                "bad_type", f"{self._name(key)} must be an integer{' or null' * nullable}", self._name(key)
+            )
         self._check_range(key, value, lo, hi)
         return value
 
     def number(self, key: str, *, lo: float, hi: float) -> float:
         value = self.raw(key)
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be a number")
+            raise InvalidPayload("bad_type", f"{self._name(key)} must be a number", self._name(key))
         self._check_range(key, value, lo, hi)
         return float(value)
 
     def flag(self, key: str) -> bool:
         value = self.raw(key)
         if not isinstance(value, bool):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be true or false")
+            raise InvalidPayload("bad_type", f"{self._name(key)} must be true or false", self._name(key))
         return value
 
     def text(self, key: str, *, nullable: bool = False, optional: bool = False, max_len: int = 64) -> Any:
@@ -309,21 +339,25 @@ class _Fields:
         if value is None and (nullable or optional):
             return None
         if not isinstance(value, str):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be a string")
+            raise InvalidPayload("bad_type", f"{self._name(key)} must be a string", self._name(key))
         if not value or len(value) > max_len:
-            raise InvalidPayload("out_of_range", f"{self._name(key)} must have 1..{max_len} characters")
+            raise InvalidPayload(
+                "out_of_range", f"{self._name(key)} must have 1..{max_len} characters", self._name(key)
+            )
         # Control characters have no place in these fields, and PostgreSQL refuses NUL in text.
         if not value.isprintable():
-            raise InvalidPayload("bad_value", f"{self._name(key)} holds control characters")
+            raise InvalidPayload("bad_value", f"{self._name(key)} holds control characters", self._name(key))
         return value
 
     def phones(self, key: str) -> tuple[str, ...]:
         value = self.raw(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be a list of strings")
+            raise InvalidPayload("bad_type", f"{self._name(key)} must be a list of strings", self._name(key))
         for number in value:
             if not _PHONE_RE.fullmatch(number):
-                raise InvalidPayload("bad_value", f"{self._name(key)} holds {number!r}, not `+` and digits")
+                raise InvalidPayload(
+                    "bad_value", f"{self._name(key)} holds {number!r}, not `+` and digits", self._name(key)
+                )
         return tuple(value)
 
     def nested(self, key: str, *, nullable: bool = True) -> _Fields | None:
@@ -331,13 +365,17 @@ class _Fields:
         if value is None and nullable:
             return None
         if not isinstance(value, dict):
-            raise InvalidPayload("bad_type", f"{self._name(key)} must be an object{' or null' * nullable}")
+            raise InvalidPayload(
+                "bad_type", f"{self._name(key)} must be an object{' or null' * nullable}", self._name(key)
+            )
         return _Fields(value, self._name(key))
 
     def _check_range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             bounds = f"{lo}..{hi}"
-            raise InvalidPayload("out_of_range", f"{self._name(key)} is {value}, outside {bounds}")
+            raise InvalidPayload(
+                "out_of_range", f"{self._name(key)} is {value}, outside {bounds}", self._name(key)
+            )
 
 
 def _reject_constant(name: str) -> None:
@@ -400,25 +438,79 @@ def _cell(fields: _Fields, key: str) -> Cell | None:
 
 
 def parse_alarm(payload: bytes) -> Alarm:
-    """Validate an `alarm` payload. Unknown extra fields are ignored (v1 may add fields)."""
+    """Validate an `alarm` payload. Unknown extra fields are ignored (v1 may add fields).
+
+    Rejected (InvalidPayload) only when the alarm cannot be stored and acked: not JSON or not an object
+    (nothing to read), or no `alarm_id` of the protocol's form (the ack names it, the pendant clears its
+    outbox by it, and resends are told apart by it; the topic gives only the device). Every other field
+    that breaks the protocol is set aside (`Alarm.set_aside`) and the rest kept.
+    """
     f = decode_json(payload)
     alarm_id = f.raw("alarm_id")
     if not is_valid_alarm_id(alarm_id):
         raise InvalidPayload(
-            "bad_alarm_id", f"alarm_id {alarm_id!r} is not <boot>-<seq> of at most 32 characters"
+            "bad_alarm_id", f"alarm_id {alarm_id!r} is not <boot>-<seq> of at most 32 characters", "alarm_id"
         )
-    kind = f.raw("kind")
-    if kind not in ALARM_KINDS:
-        raise InvalidPayload("unknown_kind", f"kind {kind!r} is not one of {', '.join(sorted(ALARM_KINDS))}")
+    aside: list[SetAside] = []
+
+    def keep(name: str, read: Callable[[], Any], default: Any) -> Any:
+        try:
+            return read()
+        except InvalidPayload as exc:
+            aside.append(SetAside(name, exc.reason, exc.path or name))
+            return default
+
+    kind = keep("kind", lambda: _alarm_kind(f), UNKNOWN_KIND)
+    test = keep("test", lambda: f.flag("test"), False)
+    tst = keep("tst", lambda: f.integer("tst", nullable=True, lo=0, hi=MAX_UNIX_TIME), None)
+    loc = _alarm_location(f, keep)
+    cell = keep("cell", lambda: _cell(f, "cell"), None)
+    batt = keep("batt", lambda: f.integer("batt", nullable=True, lo=0, hi=100), None)
     return Alarm(
         alarm_id=alarm_id,
         kind=kind,
-        tst=f.integer("tst", nullable=True, lo=0, hi=MAX_UNIX_TIME),
-        loc=_location(f, "loc"),
-        cell=_cell(f, "cell"),
-        batt=f.integer("batt", nullable=True, lo=0, hi=100),
-        test=f.flag("test"),
+        tst=tst,
+        loc=loc,
+        cell=cell,
+        batt=batt,
+        # An alarm of a kind we cannot tell is a real one, whatever its `test` says.
+        test=test and kind != UNKNOWN_KIND,
+        set_aside=tuple(aside),
     )
+
+
+def _alarm_kind(f: _Fields) -> str:
+    kind = f.raw("kind")
+    if not isinstance(kind, str):
+        raise InvalidPayload("bad_type", "kind must be a string", "kind")
+    if kind not in ALARM_KINDS:
+        raise InvalidPayload(
+            "unknown_kind", f"kind {kind!r} is not one of {', '.join(sorted(ALARM_KINDS))}", "kind"
+        )
+    return kind
+
+
+def _alarm_location(f: _Fields, keep: Callable[[str, Callable[[], Any], Any], Any]) -> Location | None:
+    """An alarm's fix: set aside whole when its position, accuracy or source is bad (a point that cannot
+    be drawn with its accuracy misleads); kept without its time when only `loc.tst` is bad."""
+    loc = keep("loc", lambda: f.nested("loc"), None)
+    if loc is None:
+        return None
+    fix = keep(
+        "loc",
+        lambda: (
+            loc.number("lat", lo=-90, hi=90),
+            loc.number("lon", lo=-180, hi=180),
+            loc.integer("acc", lo=0),
+            loc.text("src"),
+        ),
+        None,
+    )
+    if fix is None:
+        return None
+    lat, lon, acc, src = fix
+    tst = keep("loc.tst", lambda: loc.integer("tst", nullable=True, lo=0, hi=MAX_UNIX_TIME), None)
+    return Location(lat=lat, lon=lon, acc=acc, tst=tst, src=src)
 
 
 def parse_status(payload: bytes) -> Status:

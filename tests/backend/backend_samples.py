@@ -4,6 +4,7 @@ conftest modules share one module name across folders, so helpers never live in 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +39,12 @@ def alarm(alarm_id: str = "12-3", **changes: Any) -> bytes:
     return example("alarm.json", alarm_id=alarm_id, **changes)
 
 
+# A heartbeat is named by its boot counter and uptime: each sample is a new one unless `up` is given.
+_uptimes = itertools.count(3600, 180)
+
+
 def tele(**changes: Any) -> bytes:
-    return example("tele.json", **changes)
+    return example("tele.json", **{"up": next(_uptimes), **changes})
 
 
 def topic(device_id: str, leaf: str) -> str:

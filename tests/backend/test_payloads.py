@@ -1,4 +1,5 @@
-"""Contract tests: each file of docs/protocol-examples/ is decoded (or rejected) and encoded as documented."""
+"""Contract tests: each file of docs/protocol-examples/ is decoded (or rejected, or decoded with fields set
+aside) and encoded as documented."""
 
 from __future__ import annotations
 
@@ -40,13 +41,27 @@ VALID = {
 # device-config.json is the pendant's flash file, not an MQTT message: see test_accounts.
 NOT_MESSAGES = {"device-config.json"}
 
+# Alarms that cannot be stored and acked: rejected whole.
 INVALID = {
-    "alarm-lat-200.json": ("out_of_range", "loc.lat"),
+    "alarm-id-not-a-string.json": ("bad_alarm_id", "alarm_id"),
     "alarm-long-id.json": ("bad_alarm_id", "alarm_id"),
-    "alarm-negative-battery.json": ("out_of_range", "batt"),
     "alarm-no-id.json": ("missing_field", "alarm_id"),
+    "alarm-not-an-object.json": ("not_an_object", "payload"),
     "alarm-truncated.json": ("bad_json", ""),
-    "alarm-unknown-kind.json": ("unknown_kind", "party"),
+}
+# Alarms with one field broken: decoded, that field set aside as (field, reason, path), and what stands
+# in for it.
+SET_ASIDE = {
+    "alarm-bad-accuracy.json": (("loc", "out_of_range", "loc.acc"), {"loc": None}),
+    "alarm-bad-cell.json": (("cell", "bad_type", "cell.mcc"), {"cell": None}),
+    "alarm-battery-1000.json": (("batt", "out_of_range", "batt"), {"batt": None}),
+    "alarm-fix-time-in-ms.json": (("loc.tst", "out_of_range", "loc.tst"), {}),
+    "alarm-kind-not-a-string.json": (("kind", "bad_type", "kind"), {"kind": "unknown", "test": False}),
+    "alarm-lat-200.json": (("loc", "out_of_range", "loc.lat"), {"loc": None}),
+    "alarm-negative-battery.json": (("batt", "out_of_range", "batt"), {"batt": None}),
+    "alarm-test-not-a-flag.json": (("test", "bad_type", "test"), {"test": False}),
+    "alarm-time-in-ms.json": (("tst", "out_of_range", "tst"), {"tst": None}),
+    "alarm-unknown-kind.json": (("kind", "unknown_kind", "kind"), {"kind": "unknown"}),
 }
 
 
@@ -59,6 +74,7 @@ def test_every_example_is_covered() -> None:
     found |= {f"events/{p.name}" for p in EXAMPLES.glob("events/*.json")}
     assert found == set(VALID) | NOT_MESSAGES
     assert {p.name for p in (EXAMPLES / "invalid").glob("*.json")} == set(INVALID)
+    assert {p.name for p in (EXAMPLES / "set-aside").glob("*.json")} == set(SET_ASIDE)
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
@@ -87,6 +103,56 @@ def test_invalid_example_is_rejected_with_its_reason(name: str) -> None:
         payloads.parse_alarm(example(f"invalid/{name}"))
     assert caught.value.reason == reason
     assert where in caught.value.detail
+
+
+@pytest.mark.parametrize("name", sorted(SET_ASIDE))
+def test_an_alarm_with_a_broken_field_keeps_everything_else(name: str) -> None:
+    (field, reason, path), stand_ins = SET_ASIDE[name]
+    alarm = payloads.parse_alarm(example(f"set-aside/{name}"))
+    assert alarm.set_aside == (payloads.SetAside(field, reason, path),)
+    assert alarm.is_set_aside(field)
+    for key, value in stand_ins.items():
+        assert getattr(alarm, key) == value, key
+    # Everything else as sent.
+    source = json.loads(example(f"set-aside/{name}"))
+    for key in ("alarm_id", "kind", "tst", "batt", "test"):
+        if key not in stand_ins:
+            assert getattr(alarm, key) == source[key], key
+    if "loc" not in stand_ins and source["loc"] is not None:
+        sent = {**source["loc"], "tst": None} if field == "loc.tst" else source["loc"]
+        assert alarm.loc == payloads.Location(**sent)
+    if "cell" not in stand_ins and source["cell"] is not None:
+        assert alarm.cell == payloads.Cell(**source["cell"])
+
+
+def test_a_doubtful_alarm_is_never_a_test() -> None:
+    # `test: true` with a kind that cannot be read: a person may have pressed the button.
+    alarm = payloads.parse_alarm(example("set-aside/alarm-kind-not-a-string.json"))
+    assert json.loads(example("set-aside/alarm-kind-not-a-string.json"))["test"] is True
+    assert (alarm.kind, alarm.test) == ("unknown", False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fields"),
+    [
+        ({"loc": "here", "batt": "full", "tst": -1}, ("tst", "loc", "batt")),
+        ({"kind": ["panic"], "test": 1, "cell": []}, ("kind", "test", "cell")),
+        ({"loc": {"lat": 52.1, "lon": 4.2, "acc": 5, "tst": None}}, ("loc",)),
+    ],
+)
+def test_several_broken_fields_are_each_set_aside(changes: dict, fields: tuple[str, ...]) -> None:
+    data = {**json.loads(example("alarm.json")), **changes}
+    alarm = payloads.parse_alarm(json.dumps(data).encode())
+    assert tuple(item.field for item in alarm.set_aside) == fields
+    assert alarm.alarm_id == "12-3"
+
+
+@pytest.mark.parametrize("missing", ["kind", "test", "tst", "loc", "cell", "batt"])
+def test_a_missing_field_is_set_aside_too(missing: str) -> None:
+    data = json.loads(example("alarm.json"))
+    del data[missing]
+    alarm = payloads.parse_alarm(json.dumps(data).encode())
+    assert [(item.field, item.reason) for item in alarm.set_aside] == [(missing, "missing_field")]
 
 
 def test_alarm_fields() -> None:
@@ -205,32 +271,68 @@ def alarm_with(**changes: object) -> bytes:
         (b"[1,2]", "not_an_object"),
         (b'"alarm"', "not_an_object"),
         (alarm_with(batt=float("nan")), "bad_json"),
-        (alarm_with(batt=True), "bad_type"),
-        (alarm_with(batt="87"), "bad_type"),
-        (alarm_with(batt=101), "out_of_range"),
-        (alarm_with(tst=1.5), "bad_type"),
-        (alarm_with(tst=-1), "out_of_range"),
-        (alarm_with(test="no"), "bad_type"),
-        (alarm_with(test=...), "missing_field"),
-        (alarm_with(kind=...), "missing_field"),
-        (alarm_with(kind=None), "unknown_kind"),
+        (alarm_with(alarm_id=...), "missing_field"),
+        (alarm_with(alarm_id=None), "bad_alarm_id"),
         (alarm_with(alarm_id=12), "bad_alarm_id"),
         (alarm_with(alarm_id="12_3"), "bad_alarm_id"),
         (alarm_with(alarm_id="12-3\n"), "bad_alarm_id"),
         (alarm_with(alarm_id="-3"), "bad_alarm_id"),
-        (alarm_with(loc="52.3,4.8"), "bad_type"),
-        (alarm_with(loc={"lat": 52.3, "lon": 4.8, "acc": 8, "tst": None}), "missing_field"),
-        (alarm_with(loc={"lat": 52.3, "lon": -181, "acc": 8, "tst": None, "src": "gnss"}), "out_of_range"),
-        (alarm_with(loc={"lat": "52.3", "lon": 4.8, "acc": 8, "tst": None, "src": "gnss"}), "bad_type"),
-        (alarm_with(cell={"mcc": 204, "mnc": 8, "lac": 11100, "cid": "0x1", "rat": "LTE"}), "bad_type"),
-        (alarm_with(cell=[]), "bad_type"),
-        (alarm_with(loc={"lat": 52.3, "lon": 4.8, "acc": 8, "tst": None, "src": "gn\u0000ss"}), "bad_value"),
     ],
 )
 def test_alarm_rejections(payload: bytes, reason: str) -> None:
     with pytest.raises(InvalidPayload) as caught:
         payloads.parse_alarm(payload)
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "reason"),
+    [
+        (alarm_with(batt=True), "batt", "bad_type"),
+        (alarm_with(batt="87"), "batt", "bad_type"),
+        (alarm_with(batt=101), "batt", "out_of_range"),
+        (alarm_with(tst=1.5), "tst", "bad_type"),
+        (alarm_with(tst=-1), "tst", "out_of_range"),
+        (alarm_with(test="no"), "test", "bad_type"),
+        (alarm_with(test=...), "test", "missing_field"),
+        (alarm_with(kind=...), "kind", "missing_field"),
+        (alarm_with(kind=None), "kind", "bad_type"),
+        (alarm_with(kind={"a": 1}), "kind", "bad_type"),
+        (alarm_with(loc="52.3,4.8"), "loc", "bad_type"),
+        (alarm_with(loc={"lat": 52.3, "lon": 4.8, "acc": 8, "tst": None}), "loc", "missing_field"),
+        (
+            alarm_with(loc={"lat": 52.3, "lon": -181, "acc": 8, "tst": None, "src": "gnss"}),
+            "loc",
+            "out_of_range",
+        ),
+        (
+            alarm_with(loc={"lat": "52.3", "lon": 4.8, "acc": 8, "tst": None, "src": "gnss"}),
+            "loc",
+            "bad_type",
+        ),
+        (
+            alarm_with(loc={"lat": 52.3, "lon": 4.8, "acc": 8, "tst": None, "src": "gn\u0000ss"}),
+            "loc",
+            "bad_value",
+        ),
+        (
+            alarm_with(loc={"lat": 52.3, "lon": 4.8, "acc": 8, "tst": "now", "src": "gnss"}),
+            "loc.tst",
+            "bad_type",
+        ),
+        (
+            alarm_with(cell={"mcc": 204, "mnc": 8, "lac": 11100, "cid": "0x1", "rat": "LTE"}),
+            "cell",
+            "bad_type",
+        ),
+        (alarm_with(cell=[]), "cell", "bad_type"),
+    ],
+)
+def test_alarm_fields_set_aside(payload: bytes, field: str, reason: str) -> None:
+    # Once rejected whole; now the alarm is kept without the field.
+    alarm = payloads.parse_alarm(payload)
+    assert alarm.alarm_id == "12-3"
+    assert [(item.field, item.reason) for item in alarm.set_aside] == [(field, reason)]
 
 
 def test_oversize_payload_is_rejected_before_parsing() -> None:
@@ -307,9 +409,14 @@ def test_deeply_nested_json_is_bad_json_not_a_crash() -> None:
 
 
 @pytest.mark.parametrize("field", ["tst", "batt"])
-def test_integers_that_no_database_column_holds_are_rejected(field: str) -> None:
+def test_integers_that_no_database_column_holds_are_set_aside(field: str) -> None:
+    alarm = payloads.parse_alarm(alarm_with(**{field: 10**30}))
+    assert getattr(alarm, field) is None
+    assert [(item.field, item.reason) for item in alarm.set_aside] == [(field, "out_of_range")]
+    # Other messages are still rejected whole for it.
+    tele = {**json.loads(example("tele.json")), field: 10**30}
     with pytest.raises(InvalidPayload) as caught:
-        payloads.parse_alarm(alarm_with(**{field: 10**30}))
+        payloads.parse_telemetry(json.dumps(tele).encode())
     assert caught.value.reason == "out_of_range"
 
 

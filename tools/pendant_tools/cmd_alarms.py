@@ -131,6 +131,7 @@ SHOW_ORDER = (
     "note",
     "escalations",
     "id_collision",
+    "set_aside",
     "device_time",
     "batt",
     "resends",
@@ -152,6 +153,9 @@ LOCATION_ORDER = ("position", "loc_time", "loc_src", "cell", "payload")
 @user_errors
 def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
     """Show one alarm: ALARM_REF is DEVICE/ALARM_ID (as `alarms list` prints it) or its number.
+
+    `set_aside` names the fields the pendant sent broken (`location invalid`, `battery invalid`,
+    `time invalid`, ...): left out of the alarm and not to be trusted; the payload keeps them as sent.
 
     Its position and location trail are shown only with --operator naming a dispatcher's or a
     supervisor's account, and every such view is an audit event.
@@ -179,9 +183,12 @@ def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
             {"at": iso(p.received_at), "lat": p.lat, "lon": p.lon, "acc": p.acc, "source": p.source}
             for p in view.trail
         ]
+    data["set_aside"] = alarm.set_aside
     if as_json:
         print_json(data)
         return
+    # A field set aside is named in words on its own line, so that nobody takes its `-` for "not sent".
+    data["set_aside"] = ", ".join(flag.replace("_", " ") for flag in alarm.set_aside) or None
     for key in SHOW_ORDER:
         click.echo(f"{key + ':':16} {data[key] if data[key] is not None else '-'}")
     if view is None:

@@ -70,6 +70,20 @@ class AlarmPublic(SQLModel):
     location_kind: LocationKind = Field(description="what came with the alarm: a GNSS fix, a cell, nothing")
     location_accuracy_m: int | None = Field(description="the fix's accuracy in metres (GNSS only)")
     batt: int | None = Field(description="battery, percent")
+    location_invalid: bool = Field(
+        description="the fix it sent broke the protocol (e.g. `loc.lat` 200): set aside, not to be trusted"
+    )
+    location_time_invalid: bool = Field(description="the fix is kept but its time (`loc.tst`) was invalid")
+    cell_invalid: bool = Field(description="the cell it sent was invalid: set aside")
+    time_invalid: bool = Field(
+        description="its time (`tst`) was invalid (e.g. in milliseconds): `raised_at` is the time of receipt"
+    )
+    battery_invalid: bool = Field(description="its battery (`batt`) was out of 0..100: `batt` is null")
+    kind_invalid: bool = Field(
+        description="its `kind` was invalid: kind `unknown`, handled as a real alarm (never as a test)"
+    )
+    test_flag_invalid: bool = Field(description="its `test` was not true or false: handled as a real alarm")
+    set_aside: list[str] = Field(description="the flags above that are set, in order")
     acknowledged_at: datetime | None
     acknowledged_by: str | None = Field(description="the username of who acknowledged it")
     resolved_at: datetime | None
@@ -90,6 +104,7 @@ class AlarmPublic(SQLModel):
             **fields,
             ref=alarm.ref,
             raised_at=alarm.raised_at,
+            set_aside=alarm.set_aside,
             location_kind=location_kind(alarm),
             location_accuracy_m=alarm.acc if alarm.lat is not None else None,
         )
@@ -140,7 +155,10 @@ class TrailPointPublic(SQLModel):
     lon: float
     acc: int = Field(description="accuracy, metres")
     loc_time: int | None = Field(description="when the fix was taken, Unix seconds")
-    source: str = Field(description="the message that carried it: alarm, tele, evt or locate")
+    source: str = Field(
+        description="the message that carried it: alarm, resend (a resent alarm with a newer fix), tele, "
+        "evt or locate"
+    )
 
     @classmethod
     def of(cls, point: AlarmLocation) -> TrailPointPublic:

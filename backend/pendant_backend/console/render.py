@@ -20,6 +20,8 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.globals.update(
     age_text=views.age_text,
     bars=views.signal_bars,
+    set_aside_badges=views.set_aside_badges,
+    set_aside_lines=views.set_aside_lines,
     clock_text=views.clock_text,
     role_title=lambda role: roles.ROLE_TITLES.get(role, role),
 )

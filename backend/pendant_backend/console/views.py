@@ -39,13 +39,37 @@ def age_text(seconds: float | None) -> str:
 
 def location_summary(alarm: Alarm) -> str:
     """The kind of position an alarm came with, without the position itself (the queue shows this to
-    everyone who may see the alarm; the position needs its own, audited, read)."""
+    everyone who may see the alarm; the position needs its own, audited, read). A fix that was set aside
+    as invalid is said to be so, before what is left."""
     kind = location_kind(alarm)
     if kind == "gnss":
-        return f"GNSS fix ±{alarm.acc} m"
-    if kind == "cell":
-        return "Cell only (no fix)"
-    return "No position"
+        text = f"GNSS fix ±{alarm.acc} m"
+        return text + " (time of the fix invalid)" if alarm.location_time_invalid else text
+    text = "Cell only (no fix)" if kind == "cell" else "No position"
+    return f"Location invalid · {text}" if alarm.location_invalid else text
+
+
+# What the console says of each field set aside (models.alarms.SET_ASIDE_FLAGS): what was left out, so
+# that the dispatcher knows not to trust it. The badge is the flag's name in words.
+SET_ASIDE_TEXT = {
+    "location_invalid": "the position the pendant sent is not valid: left out, do not rely on it",
+    "location_time_invalid": "the fix is kept, but the time it was taken is not valid: its age is unknown",
+    "cell_invalid": "the cell the pendant sent is not valid: left out",
+    "time_invalid": "the pendant's time of the press is not valid: the time of receipt stands in",
+    "battery_invalid": "the battery level the pendant sent is not valid: left out",
+    "kind_invalid": "what kind of alarm it is could not be read: handled as a real alarm",
+    "test_flag_invalid": "whether it is a test could not be read: handled as a real alarm",
+}
+
+
+def set_aside_badges(alarm: Alarm) -> list[str]:
+    """`location invalid`, `battery invalid`, ...: one per field of the alarm set aside, in order."""
+    return [flag.replace("_", " ") for flag in alarm.set_aside]
+
+
+def set_aside_lines(alarm: Alarm) -> list[str]:
+    """One sentence per field set aside: `Location invalid: the position ... do not rely on it`."""
+    return [f"{flag.replace('_', ' ').capitalize()}: {SET_ASIDE_TEXT[flag]}" for flag in alarm.set_aside]
 
 
 def cell_text(cell: Mapping[str, Any] | None) -> str:

@@ -1,6 +1,6 @@
 """sqlmodel tables. Importing this package registers every table with SQLModel.metadata."""
 
-from pendant_backend.models.alarms import Alarm, AlarmBase, AlarmLocation
+from pendant_backend.models.alarms import SET_ASIDE_FLAGS, Alarm, AlarmBase, AlarmLocation
 from pendant_backend.models.base import as_utc, iso, utc_now
 from pendant_backend.models.devices import (
     LOAN_STATES,
@@ -25,6 +25,7 @@ from pendant_backend.models.records import (
 
 __all__ = [
     "LOAN_STATES",
+    "SET_ASIDE_FLAGS",
     "Account",
     "Alarm",
     "AlarmBase",

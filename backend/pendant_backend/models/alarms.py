@@ -10,6 +10,19 @@ from sqlmodel import Field, SQLModel
 
 from pendant_backend.models.base import as_utc, utc_field
 
+# The flag of each alarm field that is set aside when it breaks the protocol (payloads.SetAside, by
+# payloads.ALARM_OPTIONAL_FIELDS), in the order the console and the CLI list them. What the flag says
+# is its name in words: `location_invalid` is "location invalid".
+SET_ASIDE_FLAGS = {
+    "loc": "location_invalid",
+    "loc.tst": "location_time_invalid",
+    "cell": "cell_invalid",
+    "tst": "time_invalid",
+    "batt": "battery_invalid",
+    "kind": "kind_invalid",
+    "test": "test_flag_invalid",
+}
+
 
 class AlarmBase(SQLModel):
     """What the pendant sent."""
@@ -41,6 +54,15 @@ class Alarm(AlarmBase, table=True):
     # 0, or 1, 2... when a pendant that lost its state reused an alarm id for a different alarm.
     occurrence: int = 0
     id_collision: bool = False
+    # Fields the pendant sent that broke the protocol: left out (None, or kind `unknown` and not a test)
+    # and kept only in `payload` as sent. The dispatcher must not trust them (SET_ASIDE_FLAGS).
+    location_invalid: bool = False
+    location_time_invalid: bool = False
+    cell_invalid: bool = False
+    time_invalid: bool = False
+    battery_invalid: bool = False
+    kind_invalid: bool = False
+    test_flag_invalid: bool = False
     state: str = Field(default="received", max_length=16, index=True)
     received_at: datetime = utc_field(nullable=False, index=True)
     acknowledged_at: datetime | None = utc_field()
@@ -65,6 +87,11 @@ class Alarm(AlarmBase, table=True):
         if self.device_time is not None:
             return datetime.fromtimestamp(self.device_time, UTC)
         return as_utc(self.received_at)
+
+    @property
+    def set_aside(self) -> list[str]:
+        """The flags of SET_ASIDE_FLAGS that are set, in their order (`["location_invalid"]`)."""
+        return [flag for flag in SET_ASIDE_FLAGS.values() if getattr(self, flag)]
 
     @property
     def ref(self) -> str:
