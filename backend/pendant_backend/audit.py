@@ -30,8 +30,10 @@ VERIFIED = "audit_verified"
 
 
 def alarm_content(alarm: Alarm) -> dict[str, Any]:
-    """The parts of an alarm that never change after it is stored (what `alarm_received` commits to)."""
-    return {
+    """The parts of an alarm that never change after it is stored (what `alarm_received` commits to).
+    The flags of fields set aside are there only when one is set, so that alarms stored before they
+    existed keep their digest."""
+    content: dict[str, Any] = {
         "device_id": alarm.device_id,
         "alarm_id": alarm.alarm_id,
         "occurrence": alarm.occurrence,
@@ -48,6 +50,9 @@ def alarm_content(alarm: Alarm) -> dict[str, Any]:
         "batt": alarm.batt,
         "payload": alarm.payload,
     }
+    if alarm.set_aside:
+        content["set_aside"] = alarm.set_aside
+    return content
 
 
 def point_content(point: AlarmLocation) -> dict[str, Any]:

@@ -10,6 +10,7 @@ the CA key is never among them. SIGHUP makes a running broker read them again
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pendant_backend import BackendError, pki
 from pendant_backend.payloads import BACKEND_TOPICS, DEVICE_TOPICS, topic_for
@@ -40,11 +42,23 @@ log = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "pendant_admin"
 BACKEND_USERNAME = "pendant_backend"
+# The ingest workers' account: it may only read the non-alarm device topics, through the shared
+# subscription group of the same name (several workers share the load, each message reaches one).
+INGEST_USERNAME = "pendant_ingest"
+INGEST_SHARE_GROUP = "pendant_ingest"
 # Underscores cannot occur in a device id, so no device can ever be provisioned under these names.
 _ADMIN_ROLE = "pendant_admin"
 _BACKEND_ROLE = "pendant_backend"
+_INGEST_ROLE = "pendant_ingest"
 
 DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+# The backend's retained record of what the broker holds (pendant_backend.recovery): the backend account
+# writes it, the admin account reads it back. No device id contains an underscore, so no device has it.
+MARK_TOPIC = "pendant/v1/_backend/mark"
+# Seconds between two saves of the broker's state. Losing the last of them in a crash is safe: a pendant
+# resends each alarm until its `alarm/ack`, and the backend queues again what the broker lost
+# (pendant_backend.recovery). Saving after every change cost time in proportion to the whole state.
+AUTOSAVE_INTERVAL_S = 30
 
 # Mosquitto's own defaults for the dynamic-security file (see mosquitto_ctrl dynsec init).
 _DYNSEC_SALT_BYTES = 12
@@ -60,18 +74,24 @@ class BrokerError(BackendError):
 
 @dataclass(frozen=True)
 class BrokerSecrets:
-    """The two service accounts of the broker, as saved in <data>/secrets/broker.json."""
+    """The service accounts of the broker, as saved in <data>/secrets/broker.json."""
 
     admin_username: str
     admin_password: str
     backend_username: str
     backend_password: str
+    # Added by issue 11: empty in a file written before it, until the next `pendant broker run`.
+    ingest_username: str = ""
+    ingest_password: str = ""
 
     def to_json(self) -> dict[str, dict[str, str]]:
-        return {
+        accounts = {
             "admin": {"username": self.admin_username, "password": self.admin_password},
             "backend": {"username": self.backend_username, "password": self.backend_password},
         }
+        if self.ingest_username:
+            accounts["ingest"] = {"username": self.ingest_username, "password": self.ingest_password}
+        return accounts
 
 
 def load_secrets(settings: Settings) -> BrokerSecrets:
@@ -81,13 +101,16 @@ def load_secrets(settings: Settings) -> BrokerSecrets:
         raise BrokerError(f"no broker accounts in {path}: run `pendant broker run` once to create them")
     data = read_private_json(path)
     try:
+        ingest = data.get("ingest") or {"username": "", "password": ""}
         return BrokerSecrets(
             admin_username=data["admin"]["username"],
             admin_password=data["admin"]["password"],
             backend_username=data["backend"]["username"],
             backend_password=data["backend"]["password"],
+            ingest_username=ingest["username"],
+            ingest_password=ingest["password"],
         )
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise BrokerError(f"{path} is damaged: it lacks the admin or backend account") from None
 
 
@@ -129,21 +152,75 @@ def device_role_acls(device_id: str) -> list[dict[str, object]]:
     return acls
 
 
-def dynsec_document(broker_secrets: BrokerSecrets) -> dict[str, object]:
-    """The initial dynamic-security file: the admin and the backend account with their roles.
+def ingest_subscriptions() -> tuple[str, ...]:
+    """The shared subscriptions of the ingest workers: every device topic but `alarm` (which has a session
+    of its own, pendant_backend.service)."""
+    return tuple(
+        f"$share/{INGEST_SHARE_GROUP}/{topic_for('+', leaf)}" for leaf in DEVICE_TOPICS if leaf != "alarm"
+    )
 
-    Everything not granted here is refused (every default access is false).
-    """
+
+def ingest_role_acls() -> list[dict[str, object]]:
+    """Read-only, and only through the shared group: no alarm, no publishing, no plain subscription."""
+    acls = [_acl("subscribeLiteral", topic) for topic in ingest_subscriptions()]
+    acls += [_acl("publishClientReceive", topic_for("+", leaf)) for leaf in DEVICE_TOPICS if leaf != "alarm"]
+    return acls
+
+
+def _ingest_client(broker_secrets: BrokerSecrets) -> dict[str, object]:
+    # Not bound to one client id: every worker has its own session (pendant_backend.service names them).
+    return {
+        "username": broker_secrets.ingest_username,
+        "textName": "pendant backend ingest workers (heartbeats, status, events, command results)",
+        **dynsec_password_fields(broker_secrets.ingest_password),
+        "roles": [{"rolename": _INGEST_ROLE}],
+    }
+
+
+def service_role_acls() -> dict[str, list[dict[str, object]]]:
+    """The ACLs of the admin and the backend role, by role name."""
     admin_acls = [
         _acl("publishClientSend", DYNSEC_TOPIC),
         _acl("subscribeLiteral", f"{DYNSEC_TOPIC}/response"),
         _acl("publishClientReceive", f"{DYNSEC_TOPIC}/response"),
+        # The backend reads the mark back on a connection of its own (its account is bound to one
+        # client id, which its persistent session holds): subscribe, and send the probe that ends the read.
+        _acl("publishClientSend", MARK_TOPIC),
+        _acl("subscribeLiteral", MARK_TOPIC),
+        _acl("publishClientReceive", MARK_TOPIC),
     ]
     backend_acls = []
     for leaf in DEVICE_TOPICS:
         backend_acls.append(_acl("subscribeLiteral", topic_for("+", leaf)))
         backend_acls.append(_acl("publishClientReceive", topic_for("+", leaf)))
     backend_acls += [_acl("publishClientSend", topic_for("+", leaf)) for leaf in BACKEND_TOPICS]
+    backend_acls.append(_acl("publishClientSend", MARK_TOPIC))
+    return {_ADMIN_ROLE: admin_acls, _BACKEND_ROLE: backend_acls}
+
+
+def add_missing_service_acls(document: dict[str, Any]) -> bool:
+    """Give the service roles of a dynamic-security document the ACLs a newer version grants them
+    (a data folder made before the mark existed); True if it changed anything."""
+    wanted = service_role_acls()
+    changed = False
+    for role in document.get("roles", []):
+        acls = wanted.get(role.get("rolename"))
+        if acls is None:
+            continue
+        have = {(acl.get("acltype"), acl.get("topic")) for acl in role.setdefault("acls", [])}
+        for acl in acls:
+            if (acl["acltype"], acl["topic"]) not in have:
+                role["acls"].append(acl)
+                changed = True
+    return changed
+
+
+def dynsec_document(broker_secrets: BrokerSecrets) -> dict[str, object]:
+    """The initial dynamic-security file: the admin and the backend account with their roles.
+
+    Everything not granted here is refused (every default access is false).
+    """
+    acls = service_role_acls()
     return {
         "clients": [
             {
@@ -160,11 +237,13 @@ def dynsec_document(broker_secrets: BrokerSecrets) -> dict[str, object]:
                 **dynsec_password_fields(broker_secrets.backend_password),
                 "roles": [{"rolename": _BACKEND_ROLE}],
             },
+            _ingest_client(broker_secrets),
         ],
         "groups": [],
         "roles": [
-            {"rolename": _ADMIN_ROLE, "acls": admin_acls},
-            {"rolename": _BACKEND_ROLE, "acls": backend_acls},
+            {"rolename": _ADMIN_ROLE, "acls": acls[_ADMIN_ROLE]},
+            {"rolename": _BACKEND_ROLE, "acls": acls[_BACKEND_ROLE]},
+            {"rolename": _INGEST_ROLE, "acls": ingest_role_acls()},
         ],
         "defaultACLAccess": {
             "publishClientSend": False,
@@ -269,7 +348,8 @@ class Broker:
         secrets_path = self.settings.broker_secrets_path
         have_secrets, have_dynsec = secrets_path.exists(), self.dynsec_path.exists()
         if have_secrets and have_dynsec:
-            return load_secrets(self.settings)
+            self._ensure_service_acls(broker_user)
+            return self._ensure_ingest_account(load_secrets(self.settings), broker_user)
         if have_secrets != have_dynsec:
             present, missing = (
                 (secrets_path, self.dynsec_path) if have_secrets else (self.dynsec_path, secrets_path)
@@ -278,12 +358,46 @@ class Broker:
                 f"{present} exists but {missing} does not: restore it from a backup, or delete both "
                 "to start over with new accounts (every device must then be provisioned again)"
             )
-        broker_secrets = BrokerSecrets(ADMIN_USERNAME, new_password(), BACKEND_USERNAME, new_password())
+        broker_secrets = BrokerSecrets(
+            ADMIN_USERNAME, new_password(), BACKEND_USERNAME, new_password(), INGEST_USERNAME, new_password()
+        )
         write_private_json(secrets_path, broker_secrets.to_json())
         write_private_json(self.dynsec_path, dynsec_document(broker_secrets))
         _give_to(self.dynsec_path, broker_user)
         log.info("created the broker accounts in %s", secrets_path)
         return broker_secrets
+
+    def _ensure_service_acls(self, broker_user: pwd.struct_passwd | None) -> None:
+        """Give the admin and backend roles of an older data folder the ACLs of the mark (the broker is
+        not running yet: it reads the file as we leave it)."""
+        document = read_private_json(self.dynsec_path)
+        if add_missing_service_acls(document):
+            write_private_json(self.dynsec_path, document)
+            _give_to(self.dynsec_path, broker_user)
+            log.info("gave the service roles in %s the ACLs of the broker's mark", self.dynsec_path)
+
+    def _ensure_ingest_account(
+        self, broker_secrets: BrokerSecrets, broker_user: pwd.struct_passwd | None
+    ) -> BrokerSecrets:
+        """Add the ingest account to accounts made before it existed (the broker is not running yet, so
+        its dynamic-security file may be edited in place)."""
+        if broker_secrets.ingest_username:
+            return broker_secrets
+        upgraded = dataclasses.replace(
+            broker_secrets, ingest_username=INGEST_USERNAME, ingest_password=new_password()
+        )
+        document = read_private_json(self.dynsec_path)
+        document["clients"] = [
+            c for c in document.get("clients", []) if c.get("username") != INGEST_USERNAME
+        ] + [_ingest_client(upgraded)]
+        document["roles"] = [r for r in document.get("roles", []) if r.get("rolename") != _INGEST_ROLE] + [
+            {"rolename": _INGEST_ROLE, "acls": ingest_role_acls()}
+        ]
+        write_private_json(self.dynsec_path, document)
+        _give_to(self.dynsec_path, broker_user)
+        write_private_json(self.settings.broker_secrets_path, upgraded.to_json())
+        log.info("added the ingest workers' account %s to the broker", INGEST_USERNAME)
+        return upgraded
 
     def render_config(self, broker_user: pwd.struct_passwd | None) -> str:
         """The text of mosquitto.conf for these settings."""
@@ -306,11 +420,12 @@ class Broker:
             "allow_anonymous false",
             f"auth_plugin {s.dynsec_plugin}",
             f"auth_opt_config_file {self.dynsec_path}",
-            # Queued alarms for an offline backend must survive a broker restart: save on every change.
+            # Saved every AUTOSAVE_INTERVAL_S and on a clean stop; what a crash loses in between comes back
+            # (docs/architecture.md, "When the broker crashes").
             "persistence true",
             f"persistence_location {self.persistence_dir}",
-            "autosave_interval 1",
-            "autosave_on_changes true",
+            f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+            "autosave_on_changes false",
             # The backend may be down for hours; nothing queued for it may be dropped.
             "max_queued_messages 1000000",
             "max_queued_bytes 0",

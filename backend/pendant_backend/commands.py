@@ -8,9 +8,11 @@ open alarm of the pendant), so that the dispatcher sees it on the map.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -18,9 +20,13 @@ from sqlmodel import Session, col, select
 
 from pendant_backend import BackendError, audit, outbound, payloads
 from pendant_backend.db import session_scope
-from pendant_backend.models import Alarm, Command, Device, utc_now
+from pendant_backend.models import Alarm, Command, Device, Outbound, utc_now
 
 log = logging.getLogger(__name__)
+
+# A command older than this is not sent again after a broker crash: the broker drops the session of a
+# pendant offline this long (persistent_client_expiration), and with it every command queued for it.
+RESEND_WITHIN = timedelta(days=90)
 
 
 class CommandError(BackendError):
@@ -84,6 +90,75 @@ def send(
         )
     log.info("command %s %s queued for %s by %s", message.id, cmd, device_id, requested_by)
     return row
+
+
+def message_for(row: Command) -> bytes:
+    """Pure: the `cmd` payload of a stored command, as it was first sent."""
+    return payloads.encode_command(
+        payloads.Command(id=row.command_id, cmd=row.cmd, args=dict(row.args or {}))
+    )
+
+
+def command_id_of(payload: str) -> str | None:
+    """Pure: the command id in a `cmd` payload of the outbound table, or None."""
+    try:
+        value = json.loads(payload).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def answered_messages(session: Session, messages: Iterable[Outbound]) -> set[int]:
+    """The ids of those outbound `cmd` messages whose command the pendant has answered already."""
+    by_command = {
+        command_id: message.id
+        for message in messages
+        if message.id is not None
+        and message.topic.endswith("/cmd")
+        and (command_id := command_id_of(message.payload)) is not None
+    }
+    if not by_command:
+        return set()
+    answered = session.exec(
+        select(Command.command_id).where(
+            col(Command.command_id).in_(list(by_command)), col(Command.answered_at).is_not(None)
+        )
+    )
+    return {by_command[command_id] for command_id in answered}
+
+
+def send_unanswered_again(session: Session, *, now: datetime) -> int:
+    """Queue again, in the caller's transaction, every command not answered yet (of the last
+    RESEND_WITHIN, to a device not revoked) that no outbound message waits to carry; returns how many.
+    For a broker that lost the queues of the pendants' sessions. The pendant must treat a command id
+    it has carried out already as done (firmware/pendant/commands.py)."""
+    waiting = {
+        command_id_of(payload)
+        for payload in session.exec(
+            select(Outbound.payload).where(
+                col(Outbound.sent_at).is_(None), col(Outbound.topic).endswith("/cmd")
+            )
+        )
+    }
+    rows = session.exec(
+        select(Command)
+        .join(Device, col(Device.device_id) == col(Command.device_id))
+        .where(
+            col(Command.answered_at).is_(None),
+            Command.created_at >= now - RESEND_WITHIN,
+            col(Device.revoked_at).is_(None),
+        )
+        .order_by(col(Command.id))
+    )
+    count = 0
+    for row in rows:
+        if row.command_id in waiting:
+            continue
+        outbound.enqueue(
+            session, topic=payloads.topic_for(row.device_id, "cmd"), payload=message_for(row), now=now
+        )
+        count += 1
+    return count
 
 
 def record_result(

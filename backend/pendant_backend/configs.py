@@ -103,6 +103,35 @@ def publish_device(
     return True
 
 
+def published_message(device: Device) -> tuple[str, bytes] | None:
+    """Pure: the topic and payload of the config last published to the device, with its `rev`, or None
+    if it never got one. Published again after a broker crash: the same `rev`, so a pendant that has it
+    already ignores it."""
+    if device.config_rev <= 0 or device.config_doc is None:
+        return None
+    document = device.config_doc
+    message = payloads.DeviceConfig(
+        rev=device.config_rev, **{k: tuple(v) if k in LIST_FIELDS else v for k, v in document.items()}
+    )
+    return payloads.topic_for(device.device_id, "config"), payloads.encode_config(message)
+
+
+def republish_order(session: Session) -> list[str]:
+    """The devices whose config the broker must hold, those whose pendant does not apply it yet first
+    (a change waiting for a pendant that is offline), then the rest, each in device id order."""
+    rows = list(
+        session.exec(
+            select(Device.device_id, Device.config_rev, Device.config_applied_rev).where(
+                col(Device.loan_state).in_(ACTIVE_LOAN_STATES),
+                col(Device.revoked_at).is_(None),
+                Device.config_rev > 0,
+            )
+        )
+    )
+    rows.sort(key=lambda row: (row[2] == row[1], row[0]))
+    return [device_id for device_id, _, _ in rows]
+
+
 def set_config(
     engine: Engine,
     *,
