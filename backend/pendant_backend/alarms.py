@@ -58,7 +58,8 @@ def _get(session: Session, ref: str) -> Alarm:
 
 
 def webhook_body(alarm: Alarm, device: Device | None, **extra: Any) -> dict[str, Any]:
-    """What dispatch receives about an alarm: who (the case), what, when and where."""
+    """What dispatch receives about an alarm: who (the case), what, when and where, and which of the
+    fields the pendant sent were set aside as invalid."""
     position = None
     if alarm.lat is not None:
         position = {"lat": alarm.lat, "lon": alarm.lon, "acc": alarm.acc, "loc_time": alarm.loc_time}
@@ -77,6 +78,8 @@ def webhook_body(alarm: Alarm, device: Device | None, **extra: Any) -> dict[str,
             "position": position,
             "cell": alarm.cell,
             "batt": alarm.batt,
+            # Fields the pendant sent broken (`location_invalid`, ...): left out above, not to be trusted.
+            "set_aside": alarm.set_aside,
             "escalations": alarm.escalations,
         },
         **extra,

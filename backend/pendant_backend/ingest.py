@@ -1,9 +1,18 @@
 """Stores what arrives from the pendants (an alarm once, whatever the duplicates) and says what to answer.
 
-`Ingest.handle(topic, payload)` is the whole interface: it validates, stores, and returns an `Outcome`
-with the replies to publish. It knows nothing of MQTT. An invalid message is logged with its topic,
-counted by reason and answered with nothing. A failure to store an alarm raises, so that the caller
+`Ingest.handle(topic, payload)` validates and stores one message in its own transaction and returns an
+`Outcome` with the replies to publish; `Ingest.handle_batch(messages)` stores many heartbeats, statuses,
+events and command results in one transaction (the per-device state once per device, the heartbeat rows
+in one bulk insert), in arrival order, and falls back to `handle()` one by one if that transaction fails.
+It knows nothing of MQTT. An invalid message is logged with its topic, counted by reason and answered
+with nothing. A failure to store an alarm raises, so that the caller
 leaves the message on the broker; a failure on any other topic is logged and counted, never raised.
+
+An alarm is rejected only when it cannot be stored and acked (not JSON, not an object, no usable
+`alarm_id`: pendant_backend.payloads.parse_alarm). A field of it that breaks the protocol is set aside:
+the alarm is stored without it (the payload keeps it as sent), flagged (`Alarm.location_invalid`, ...),
+acked, and each field counted as `set_aside:<field>:<reason>` and logged by name, never by value. A
+resend whose fix differs from what the alarm holds adds that fix to the alarm's trail.
 
 A message from a device id the database does not know is rejected (`unknown_device`), except an alarm:
 the broker authenticated the sender, so the alarm is stored and acked all the same (losing it would be
@@ -14,6 +23,9 @@ before its alarm (the alarm failed to store, or this backend refused it) makes a
 queue at once: the pendant told us an alarm exists, and the alarm fills the placeholder in when it
 arrives. A `cmd/res` is stored with the command it answers (pendant_backend.commands).
 
+A heartbeat is named by its device, boot counter and uptime: one stored already (a redelivery after the
+commit but before the PUBACK, or a QoS 1 resend) is a duplicate and changes nothing.
+
 The log never carries a position or a phone number: logs travel to less protected systems than the
 database.
 """
@@ -23,17 +35,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pendant_backend import alarms, audit, chain, commands, notify, payloads
 from pendant_backend.db import session_scope
-from pendant_backend.models import Alarm, Device, Heartbeat, utc_now
+from pendant_backend.models import SET_ASIDE_FLAGS, Alarm, AlarmLocation, Device, Heartbeat, utc_now
 from pendant_backend.payloads import InvalidPayload
 
 log = logging.getLogger(__name__)
@@ -61,6 +75,23 @@ class Outcome:
     error: str | None = None
     # For an alarm: stored now (True) or already stored before (False).
     new: bool = False
+    # For a heartbeat: stored before (a redelivery or a resend), so nothing changed.
+    duplicate: bool = False
+
+
+# The columns that name one heartbeat of one pendant (the unique index uq_heartbeats_device_boot_up).
+HEARTBEAT_KEY = ("device_id", "boot", "up")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A valid non-alarm message of a batch, waiting for its transaction."""
+
+    index: int
+    topic: str
+    leaf: str
+    device_id: str
+    record: Any
 
 
 def will_is_stale(last_birth_sess: int | None, will_sess: int) -> bool:
@@ -69,21 +100,31 @@ def will_is_stale(last_birth_sess: int | None, will_sess: int) -> bool:
 
 
 def describe_alarm(device_id: str, alarm: payloads.Alarm, *, ref: str, fate: str) -> str:
-    """One readable line for the log: who, what, when, and whether there is a fix, but never where."""
-    when = (
-        datetime.fromtimestamp(alarm.tst, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        if alarm.tst is not None
-        else "time unknown"
-    )
+    """One readable line for the log: who, what, when, and whether there is a fix, but never where (nor
+    the value of a field set aside: only its name and why)."""
+    if alarm.tst is not None:
+        when = datetime.fromtimestamp(alarm.tst, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    else:
+        when = "time invalid" if alarm.is_set_aside("tst") else "time unknown"
     if alarm.loc is not None:
         where = f"fix ±{alarm.loc.acc} m"
     elif alarm.cell is not None:
         where = "no fix, cell only"
     else:
         where = "no position"
+    if alarm.is_set_aside("loc"):
+        where = f"position invalid, {where}"
     batt = f"batt {alarm.batt}%" if alarm.batt is not None else "batt ?"
     what = f"{'TEST ' if alarm.test else ''}{alarm.kind}"
-    return f"ALARM {ref} {what}, raised {when}, {where}, {batt}: {fate}"
+    aside = ""
+    if alarm.set_aside:
+        aside = ", set aside: " + ", ".join(f"{item.path} ({item.reason})" for item in alarm.set_aside)
+    return f"ALARM {ref} {what}, raised {when}, {where}, {batt}{aside}: {fate}"
+
+
+def set_aside_flags(alarm: payloads.Alarm) -> dict[str, bool]:
+    """Every flag column of an alarm (models.alarms.SET_ASIDE_FLAGS), true for each field set aside."""
+    return {flag: alarm.is_set_aside(name) for name, flag in SET_ASIDE_FLAGS.items()}
 
 
 # The columns of an alarm that hold what the pendant sent (a placeholder gets them when its alarm comes).
@@ -99,6 +140,7 @@ SENT_FIELDS = (
     "cell",
     "batt",
     "payload",
+    *SET_ASIDE_FLAGS.values(),
 )
 # The kind of a placeholder alarm: only its fallback report has arrived, so what it is is not known yet.
 PLACEHOLDER_KIND = "unknown"
@@ -120,8 +162,18 @@ def describe_fallback(ref: str, report: payloads.FallbackReport) -> str:
 
 def same_alarm(stored: Alarm, alarm: payloads.Alarm) -> bool:
     """A resend carries the same kind, test flag and pendant time; a reused id (a pendant that lost its
-    state) carries another alarm under the same id."""
+    state) carries another alarm under the same id. Fields set aside compare as what was kept (`unknown`,
+    None): a resend is the same bytes again, so it compares equal; a copy garbled differently is stored
+    as another alarm (flagged `id_collision`) rather than risk taking a new alarm for a resend."""
     return (stored.kind, stored.test, stored.device_time) == (alarm.kind, alarm.test, alarm.tst)
+
+
+Fix = tuple[float, float | None, int | None, int | None]
+
+
+def fix_of(lat: float | None, lon: float | None, acc: int | None, loc_time: int | None) -> Fix | None:
+    """A fix as a comparable value (None without a position)."""
+    return None if lat is None else (lat, lon, acc, loc_time)
 
 
 class Ingest:
@@ -167,16 +219,13 @@ class Ingest:
                 device = session.get(Device, where.device_id, with_for_update=True)
                 if device is None:
                     return self._reject(topic, "unknown_device", f"{where.device_id} is not in the registry")
+                if where.leaf == "tele" and self._stored_heartbeats(session, [(where.device_id, record)]):
+                    return Outcome(topic, "tele", where.device_id, duplicate=True)
                 self._touch(device, now)
-                if where.leaf == "status":
-                    self._apply_status(device, record)
-                elif where.leaf == "tele":
+                if where.leaf == "tele":
                     self._store_heartbeat(session, device, record, now)
-                elif where.leaf == "evt":
-                    self._apply_event(session, device, record, now)
                 else:
-                    commands.record_result(session, device_id=device.device_id, result=record, now=now)
-                    log.info("cmd/res from %s: %s ok=%s", device.device_id, record.id, record.ok)
+                    self._apply(session, device, where.leaf, record, now)
                 session.add(device)
         except Exception as exc:
             log.exception("could not handle the message on %s", topic)
@@ -184,6 +233,159 @@ class Ingest:
             return Outcome(topic, where.leaf, where.device_id, error=f"{type(exc).__name__}: {exc}")
         self._changed(where.device_id)
         return Outcome(topic, where.leaf, where.device_id)
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome | None]:
+        """Handle messages in arrival order, the non-alarm ones in one transaction; one result each.
+
+        Never raises. An alarm among them is stored on its own (`handle()`), after what came before it
+        is committed. If a batch's transaction fails, its messages are handled again one by one, so that
+        one bad message does not take the good ones with it. None means the message could not be stored
+        and must stay on the broker (an alarm whose store failed); everything else has an Outcome.
+        """
+        results: list[Outcome | None] = [None] * len(messages)
+        run: list[_Parsed] = []
+        for index, (topic, payload) in enumerate(messages):
+            try:
+                where = payloads.parse_topic(topic)
+            except InvalidPayload as exc:
+                # Counted here at once: this result does not depend on the transaction.
+                results[index] = self._reject(topic, exc.reason, exc.detail)
+                continue
+            if where.leaf == "alarm":
+                self._store_run(messages, run, results)
+                run = []
+                results[index] = self._handle_alarm_safely(topic, payload)
+                continue
+            try:
+                record = payloads.PARSERS[where.leaf](payload)
+            except Exception:
+                # Invalid (or a bug in validation): handle() says which, once, outside the transaction.
+                results[index] = self.handle(topic, payload)
+                continue
+            run.append(_Parsed(index, topic, where.leaf, where.device_id, record))
+        self._store_run(messages, run, results)
+        return results
+
+    def _handle_alarm_safely(self, topic: str, payload: bytes) -> Outcome | None:
+        try:
+            return self.handle(topic, payload)
+        except Exception:
+            log.exception("storing the alarm on %s failed; it stays on the broker", topic)
+            return None
+
+    def _store_run(
+        self, messages: Sequence[tuple[str, bytes]], run: list[_Parsed], results: list[Outcome | None]
+    ) -> None:
+        if not run:
+            return
+        try:
+            outcomes, rejected = self._store_together(run)
+        except Exception:
+            log.exception("storing %d messages together failed; storing them one by one", len(run))
+            for item in run:
+                results[item.index] = self.handle(*messages[item.index])
+            return
+        log.debug("stored %d messages in one transaction", len(run))
+        for item, outcome in zip(run, outcomes, strict=True):
+            results[item.index] = outcome
+        for topic, device_id in rejected:
+            self._reject(topic, "unknown_device", f"{device_id} is not in the registry")
+        for device_id in dict.fromkeys(o.device_id for o in outcomes if o.device_id and not o.duplicate):
+            self._changed(device_id)
+
+    def _store_together(self, run: list[_Parsed]) -> tuple[list[Outcome], list[tuple[str, str]]]:
+        """One transaction for the whole run: (an Outcome per message, the unknown devices' messages)."""
+        outcomes: list[Outcome] = []
+        rejected: list[tuple[str, str]] = []
+        with session_scope(self.engine) as session, session.no_autoflush:
+            now = self.clock()
+            ids = sorted({item.device_id for item in run})
+            # Locked in one order (PostgreSQL), so that two workers never wait for each other in a circle.
+            devices = {
+                d.device_id: d
+                for d in session.exec(
+                    select(Device)
+                    .where(col(Device.device_id).in_(ids))
+                    .order_by(col(Device.device_id))
+                    .with_for_update()
+                )
+            }
+            beats = [(item.device_id, item.record) for item in run if item.leaf == "tele"]
+            seen = self._stored_heartbeats(session, beats)
+            located = {device_id for device_id, tele in beats if tele.loc is not None}
+            open_alarms = self._open_alarms(session, located)
+            rows: list[dict[str, Any]] = []
+            for item in run:
+                device = devices.get(item.device_id)
+                if device is None:
+                    rejected.append((item.topic, item.device_id))
+                    outcomes.append(Outcome(item.topic, invalid="unknown_device"))
+                    continue
+                if item.leaf == "tele":
+                    key = (item.device_id, item.record.boot, item.record.up)
+                    if key in seen:
+                        outcomes.append(Outcome(item.topic, "tele", item.device_id, duplicate=True))
+                        continue
+                    seen.add(key)
+                    self._touch(device, now)
+                    if item.device_id not in open_alarms:
+                        open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
+                    self._apply_heartbeat(session, device, item.record, now, open_alarms[item.device_id])
+                    rows.append(self._heartbeat_row(item.device_id, item.record, now))
+                else:
+                    self._touch(device, now)
+                    self._apply(session, device, item.leaf, item.record, now)
+                    # An event may have made a placeholder alarm: later heartbeats look again.
+                    open_alarms.pop(item.device_id, None)
+                outcomes.append(Outcome(item.topic, item.leaf, item.device_id))
+            session.add_all(devices.values())
+            session.flush()
+            if rows:
+                session.connection().execute(self._insert_heartbeats(), rows)
+        return outcomes, rejected
+
+    def _insert_heartbeats(self) -> Any:
+        """A bulk insert that skips a heartbeat another worker stored a moment ago (same key)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(Heartbeat).on_conflict_do_nothing(index_elements=list(HEARTBEAT_KEY))
+
+    @staticmethod
+    def _stored_heartbeats(
+        session: Session, beats: Sequence[tuple[str, payloads.Telemetry]]
+    ) -> set[tuple[str, int, int]]:
+        """The keys (device, boot, up) of these heartbeats that are stored already."""
+        if not beats:
+            return set()
+        keys = {(device_id, tele.boot, tele.up) for device_id, tele in beats}
+        found = session.exec(
+            select(Heartbeat.device_id, Heartbeat.boot, Heartbeat.up).where(
+                tuple_(col(Heartbeat.device_id), col(Heartbeat.boot), col(Heartbeat.up)).in_(list(keys))
+            )
+        )
+        return {(device_id, boot, up) for device_id, boot, up in found}
+
+    @staticmethod
+    def _open_alarms(session: Session, device_ids: set[str]) -> dict[str, list[Alarm]]:
+        """The open alarms of these devices (their trails grow with every fix), in one query."""
+        if not device_ids:
+            return {}
+        found: dict[str, list[Alarm]] = {device_id: [] for device_id in device_ids}
+        rows = session.exec(
+            select(Alarm).where(col(Alarm.device_id).in_(sorted(device_ids)), Alarm.state != "resolved")
+        )
+        for alarm in rows:
+            found[alarm.device_id].append(alarm)
+        return found
+
+    def _apply(self, session: Session, device: Device, leaf: str, record: Any, now: datetime) -> None:
+        """What a status, an event or a command result changes (a heartbeat has its own path)."""
+        if leaf == "status":
+            self._apply_status(device, record)
+        elif leaf == "evt":
+            self._apply_event(session, device, record, now)
+        else:
+            commands.record_result(session, device_id=device.device_id, result=record, now=now)
+            log.info("cmd/res from %s: %s ok=%s", device.device_id, record.id, record.ok)
 
     def _changed(self, device_id: str) -> None:
         if self.on_change is not None:
@@ -204,7 +406,7 @@ class Ingest:
         for attempt in (1, 2):
             try:
                 with session_scope(self.engine) as session:
-                    stored, new, completed = self._store_alarm_once(session, device_id, alarm, raw)
+                    stored, new, completed, moved = self._store_alarm_once(session, device_id, alarm, raw)
                     state, ref, resends, collision = (
                         stored.state,
                         stored.ref,
@@ -227,15 +429,24 @@ class Ingest:
         fate = "stored" if new else f"duplicate #{resends}, acked again"
         if new and completed:
             fate = "stored (its fallback report came first)"
-        log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate))
+        if moved:
+            fate += ", its new fix added to the trail"
+        if new and alarm.set_aside:
+            # Counted once per alarm (not per resend): how many alarms came with each field broken.
+            for item in alarm.set_aside:
+                self._count(f"set_aside:{item.path}:{item.reason}")
+            log.warning(describe_alarm(device_id, alarm, ref=ref, fate=fate + " with fields set aside"))
+        else:
+            log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate))
         ack = payloads.AlarmAck(alarm_id=alarm.alarm_id, state=state)
         reply = Reply(payloads.topic_for(device_id, "alarm/ack"), payloads.encode_alarm_ack(ack))
         return Outcome(topic, "alarm", device_id, replies=(reply,), new=new)
 
     def _store_alarm_once(
         self, session: Session, device_id: str, alarm: payloads.Alarm, raw: bytes
-    ) -> tuple[Alarm, bool, bool]:
-        """(the alarm, stored now, and whether it filled in a placeholder)."""
+    ) -> tuple[Alarm, bool, bool, bool]:
+        """(the alarm, stored now, whether it filled in a placeholder, whether a resend's new fix joined
+        its trail)."""
         now = self.clock()
         # Locked (PostgreSQL): alarms of one device are stored one at a time.
         device = session.get(Device, device_id, with_for_update=True)
@@ -259,16 +470,38 @@ class Ingest:
                     setattr(stored, name, getattr(fresh, name))
                 session.add(stored)
                 self._announce(session, device, stored, alarm, now, completes=True)
-                return stored, True, True
+                return stored, True, True, False
             if same_alarm(stored, alarm):
                 stored.resends += 1
                 session.add(stored)
-                return stored, False, False
+                return stored, False, False, self._trail_resent_fix(session, stored, alarm, now)
         stored = self._new_alarm(device_id, alarm, raw, now, occurrence=len(earlier))
         session.add(stored)
         session.flush()
         self._announce(session, device, stored, alarm, now)
-        return stored, True, False
+        return stored, True, False, False
+
+    @staticmethod
+    def _trail_resent_fix(session: Session, stored: Alarm, alarm: payloads.Alarm, now: datetime) -> bool:
+        """A resend that carries a fix the alarm does not hold yet (the pendant had a newer one when it
+        sent again): that fix joins the alarm's trail, once. The alarm itself stays as first received."""
+        loc = alarm.loc
+        if loc is None:
+            return False
+        fix = fix_of(loc.lat, loc.lon, loc.acc, loc.tst)
+        known = {fix_of(stored.lat, stored.lon, stored.acc, stored.loc_time)}
+        known |= {
+            fix_of(p.lat, p.lon, p.acc, p.loc_time)
+            for p in session.exec(
+                select(AlarmLocation).where(
+                    AlarmLocation.alarm_pk == stored.id, col(AlarmLocation.source).in_(("alarm", "resend"))
+                )
+            )
+        }
+        if fix in known:
+            return False
+        alarms.add_trail_point(session, stored, at=now, loc=loc, source="resend")
+        return True
 
     @staticmethod
     def _alarms_with_id(session: Session, device_id: str, alarm_id: str) -> list[Alarm]:
@@ -317,7 +550,7 @@ class Ingest:
         self, device_id: str, alarm: payloads.Alarm, raw: bytes, now: datetime, *, occurrence: int
     ) -> Alarm:
         loc = alarm.loc
-        return Alarm(
+        stored = Alarm(
             device_id=device_id,
             alarm_id=alarm.alarm_id,
             occurrence=occurrence,
@@ -346,6 +579,9 @@ class Ingest:
             batt=alarm.batt,
             payload=raw.decode(),
         )
+        for flag, value in set_aside_flags(alarm).items():
+            setattr(stored, flag, value)
+        return stored
 
     @staticmethod
     def _touch(device: Device, now: datetime) -> None:
@@ -368,6 +604,14 @@ class Ingest:
     def _store_heartbeat(
         self, session: Session, device: Device, tele: payloads.Telemetry, now: datetime
     ) -> None:
+        self._apply_heartbeat(session, device, tele, now, alarms.open_alarms(session, device.device_id))
+        session.add(Heartbeat(**self._heartbeat_row(device.device_id, tele, now)))
+
+    @staticmethod
+    def _apply_heartbeat(
+        session: Session, device: Device, tele: payloads.Telemetry, now: datetime, open_alarms: list[Alarm]
+    ) -> None:
+        """The device's latest state, in place, and a trail point on each of its open alarms."""
         device.boot, device.fw, device.config_applied_rev = tele.boot, tele.fw, tele.cfg
         device.last_heartbeat_at = now
         if device.online is None:
@@ -376,31 +620,34 @@ class Ingest:
         if loc is not None:
             age_s = tele.tst - loc.tst if tele.tst is not None and loc.tst is not None else 0
             device.last_fix_at = now - timedelta(seconds=max(age_s, 0))
-            for alarm in alarms.open_alarms(session, device.device_id):
+            for alarm in open_alarms:
                 alarms.add_trail_point(session, alarm, at=now, loc=loc, source="tele")
-        session.add(
-            Heartbeat(
-                device_id=device.device_id,
-                received_at=now,
-                device_time=tele.tst,
-                boot=tele.boot,
-                up=tele.up,
-                batt=tele.batt,
-                mv=tele.mv,
-                chg=tele.chg,
-                rssi=tele.rssi,
-                reg=tele.reg,
-                rat=tele.rat,
-                lat=loc.lat if loc else None,
-                lon=loc.lon if loc else None,
-                acc=loc.acc if loc else None,
-                loc_time=loc.tst if loc else None,
-                fw=tele.fw,
-                cfg=tele.cfg,
-                out=tele.out,
-                heap=tele.heap,
-            )
-        )
+
+    @staticmethod
+    def _heartbeat_row(device_id: str, tele: payloads.Telemetry, now: datetime) -> dict[str, Any]:
+        """The history row of one heartbeat, as column values."""
+        loc = tele.loc
+        return {
+            "device_id": device_id,
+            "received_at": now,
+            "device_time": tele.tst,
+            "boot": tele.boot,
+            "up": tele.up,
+            "batt": tele.batt,
+            "mv": tele.mv,
+            "chg": tele.chg,
+            "rssi": tele.rssi,
+            "reg": tele.reg,
+            "rat": tele.rat,
+            "lat": loc.lat if loc else None,
+            "lon": loc.lon if loc else None,
+            "acc": loc.acc if loc else None,
+            "loc_time": loc.tst if loc else None,
+            "fw": tele.fw,
+            "cfg": tele.cfg,
+            "out": tele.out,
+            "heap": tele.heap,
+        }
 
     def _apply_event(self, session: Session, device: Device, evt: payloads.Event, now: datetime) -> None:
         fields = evt.fields

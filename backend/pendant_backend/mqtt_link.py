@@ -4,7 +4,10 @@
 handler has returned and the broker has acknowledged every reply the handler asked for. For an alarm
 that means: stored in the database, `alarm/ack` accepted by the broker, and only then PUBACK. A crash
 at any instant therefore ends in a redelivery, which the handler recognises as a duplicate and acks
-again. `request()` is a one-shot request/response exchange (used for the dynamic-security API).
+again. Given a batch handler, the link hands it every message that has arrived (up to `batch_size`,
+in arrival order) at once, so that they are stored in one transaction; each is still PUBACKed only
+after that commit and after the broker took its own replies. `request()` is a one-shot
+request/response exchange (used for the dynamic-security API).
 
 Given a `ca_file`, a client speaks TLS (1.2 or later) and trusts only that CA, checking the broker's
 certificate chain and that it names the host connected to; without one it uses the plain listener,
@@ -19,6 +22,7 @@ import queue
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +41,11 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 KEEPALIVE_S = 30
 _RECONNECT_MIN_S, _RECONNECT_MAX_S = 0.2, 5.0
 _RETRY_AFTER_FAILURE_MIN_S, _RETRY_AFTER_FAILURE_MAX_S = 1.0, 30.0
+# An alarm must not wait long once the database is back: a link that carries alarms retries this often.
+RETRY_WITH_ALARMS_MAX_S = 2.0
+BATCH_SIZE = 100
+# How long a batch may wait for more messages while they keep arriving (it goes as soon as none is read).
+BATCH_WAIT_S = 0.005
 
 
 class MqttError(BackendError):
@@ -55,6 +64,9 @@ class OutgoingMessage(Protocol):
 
 
 Handler = Callable[[str, bytes], Iterable[OutgoingMessage]]
+# Many messages at once, in arrival order: the replies of each, or None for one that could not be
+# handled (it stays unacknowledged and comes again after a reconnect).
+BatchHandler = Callable[[Sequence[tuple[str, bytes]]], Sequence[Iterable[OutgoingMessage] | None]]
 
 
 def _not_running(host: str, port: int) -> BrokerUnavailable:
@@ -96,7 +108,13 @@ class MqttLink:
 
     The handler runs on the link's own thread, one message at a time, and returns the messages to
     publish in answer. If it raises, the message is not acknowledged: the link logs the error with the
-    topic, reconnects after a growing pause, and the broker delivers the message again.
+    topic, reconnects after a growing pause (at most `retry_max_s`), and the broker delivers the message
+    again. With a `batch_handler`, the messages that have arrived go to it together instead; if it
+    raises, they go to `handler` one by one.
+
+    The client id is the username unless `client_id` says otherwise (a second session of the same
+    account). `unsubscribe` names topics an older version of this session subscribed to and that it
+    must no longer receive: a persistent session keeps its subscriptions across connections.
     """
 
     def __init__(
@@ -110,11 +128,28 @@ class MqttLink:
         handler: Handler,
         session_expiry_s: int = SESSION_EXPIRY_S,
         ca_file: Path | None = None,
+        client_id: str | None = None,
+        unsubscribe: Sequence[str] = (),
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = BATCH_SIZE,
+        retry_max_s: float = _RETRY_AFTER_FAILURE_MAX_S,
     ) -> None:
         self.host, self.port = host, port
+        self.client_id = client_id or username
         self.subscriptions = tuple(subscriptions)
+        self.retired = tuple(unsubscribe)
         self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch_size = batch_size
+        self.retry_max_s = retry_max_s
         self.session_expiry_s = session_expiry_s
+        # Messages read but not handled yet (batch mode), and when the first of them came.
+        self._batch: list[paho.MQTTMessage] = []
+        self._batch_started = 0.0
+        self._received = 0
+        # Reconnects made to get a failed message again, and the longest pause made before one.
+        self.retries = 0
+        self.longest_retry_pause_s = 0.0
         self._connected = threading.Event()
         self.subscribed = threading.Event()
         # How many connections the broker accepted so far (a new one after every reconnect).
@@ -137,10 +172,10 @@ class MqttLink:
         )
         # mid of a plain publish -> what to call once the broker took it (this connection only).
         self._on_taken: dict[int, Callable[[], None]] = {}
-        # The client id is the username: the broker binds the account to it, and the session is named by it.
+        # The broker binds an account to its client id, and the session is named by it.
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=username,
+            client_id=self.client_id,
             protocol=paho.MQTTv5,
             manual_ack=True,
         )
@@ -159,7 +194,7 @@ class MqttLink:
         if self._thread is not None:
             raise RuntimeError("the MQTT link is already started")
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -228,12 +263,20 @@ class MqttLink:
     def _serve(self) -> float:
         """Run the connection until it drops, a retry is due, or we stop; return the pause to make."""
         while True:
-            rc = self._client.loop(timeout=0.1)
+            received = self._received
+            # While a batch is open, only read what has arrived already.
+            rc = self._client.loop(timeout=0 if self._batch else 0.1)
             if self._stopping.is_set():
+                self._batch.clear()  # not acknowledged: the broker delivers them again
                 self._client.disconnect()
                 return 0
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._batch.clear()  # their packet ids mean nothing on the next connection
                 return 0
+            if self._batch and (
+                self._received == received or time.monotonic() - self._batch_started >= BATCH_WAIT_S
+            ):
+                self._flush(self._client)
             while self._connected.is_set() and not self._outbox.empty():
                 topic, payload, retain, on_taken = self._outbox.get()
                 info = self._client.publish(topic, payload, qos=1, retain=retain)
@@ -241,8 +284,10 @@ class MqttLink:
                     self._on_taken[info.mid] = on_taken
             if self._reconnect_requested:
                 self._reconnect_requested = False
-                pause = self._failure_delay
-                self._failure_delay = min(self._failure_delay * 2, _RETRY_AFTER_FAILURE_MAX_S)
+                pause = min(self._failure_delay, self.retry_max_s)
+                self._failure_delay = min(self._failure_delay * 2, self.retry_max_s)
+                self.retries += 1
+                self.longest_retry_pause_s = max(self.longest_retry_pause_s, pause)
                 log.warning(
                     "reconnecting in %.0f s so that the broker delivers the failed message again", pause
                 )
@@ -265,6 +310,7 @@ class MqttLink:
             return
         self._accepted = True
         self.connect_count += 1
+        self._batch.clear()
         self._reply_of.clear()
         self._open_replies.clear()
         self._on_taken.clear()
@@ -275,6 +321,9 @@ class MqttLink:
         )
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("could not subscribe: %s", paho.error_string(result))
+        if self.retired:
+            # Harmless when they are gone already (the broker answers "no subscription existed").
+            client.unsubscribe(list(self.retired))
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -296,19 +345,58 @@ class MqttLink:
             log.info("subscribed to %d topics", len(self.subscriptions))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        digest = hashlib.sha256(message.topic.encode() + b"\0" + message.payload).digest()
+        self._received += 1
+        if self.batch_handler is None:
+            self._handle_one(client, message)
+            return
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append(message)
+        if len(self._batch) >= self.batch_size:
+            self._flush(client)
+
+    def _flush(self, client: paho.Client) -> None:
+        """Hand the open batch to the batch handler, then answer and acknowledge each of its messages."""
+        batch, self._batch = self._batch, []
+        assert self.batch_handler is not None
+        try:
+            results = list(self.batch_handler([(m.topic, m.payload) for m in batch]))
+            if len(results) != len(batch):
+                raise MqttError(f"the batch handler answered {len(results)} of {len(batch)} messages")
+        except Exception:
+            log.exception("handling %d messages together failed; handling them one by one", len(batch))
+            for message in batch:
+                self._handle_one(client, message)
+            return
+        for message, replies in zip(batch, results, strict=True):
+            if replies is None:
+                self._failed(message)
+            else:
+                self._handled(client, message, list(replies))
+
+    def _handle_one(self, client: paho.Client, message: paho.MQTTMessage) -> None:
         try:
             replies = list(self.handler(message.topic, message.payload))
         except Exception:
-            log.exception(
-                "handling the message on %s failed; it stays on the broker and will be delivered again",
-                message.topic,
-            )
-            self._failing.add(digest)
-            self._reconnect_requested = True
+            log.exception("handling the message on %s failed", message.topic)
+            self._failed(message)
             return
-        if digest in self._failing:
-            self._failing.discard(digest)
+        self._handled(client, message, replies)
+
+    @staticmethod
+    def _digest(message: paho.MQTTMessage) -> bytes:
+        return hashlib.sha256(message.topic.encode() + b"\0" + message.payload).digest()
+
+    def _failed(self, message: paho.MQTTMessage) -> None:
+        log.error("the message on %s stays on the broker and will be delivered again", message.topic)
+        self._failing.add(self._digest(message))
+        self._reconnect_requested = True
+
+    def _handled(
+        self, client: paho.Client, message: paho.MQTTMessage, replies: list[OutgoingMessage]
+    ) -> None:
+        if self._failing:
+            self._failing.discard(self._digest(message))
             if not self._failing:
                 self._failure_delay = _RETRY_AFTER_FAILURE_MIN_S
         try:

@@ -1,31 +1,55 @@
-"""Runs the backend until stopped: the MQTT session feeding ingest, the rules thread (health, escalation,
-messages to the pendants, retention, and the beat that tells the console ingest is alive) and the
-webhook thread."""
+"""Runs the backend until stopped: the alarm session (alarms one at a time, on a thread of their own), the
+ingest session (everything else, in batches, shared with any `--ingest-only` workers), the rules thread
+(health, escalation, messages to the pendants, retention, and the beat that tells the console ingest is
+alive) and the webhook thread."""
 
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
-from pendant_backend import alarms, monitor, notify, outbound, payloads, retention, service_status
-from pendant_backend.broker import load_secrets
+from pendant_backend import (
+    BackendError,
+    alarms,
+    monitor,
+    notify,
+    outbound,
+    payloads,
+    recovery,
+    retention,
+    service_status,
+)
+from pendant_backend.broker import BrokerSecrets, ingest_subscriptions, load_secrets
 from pendant_backend.broker_endpoint import backend_endpoint
 from pendant_backend.db import engine_for
-from pendant_backend.ingest import Ingest, Reply
+from pendant_backend.ingest import Ingest, Outcome, Reply
 from pendant_backend.models import utc_now
-from pendant_backend.mqtt_link import MqttLink
+from pendant_backend.mqtt_link import BATCH_SIZE, RETRY_WITH_ALARMS_MAX_S, MqttLink
 from pendant_backend.settings import Settings, secret_key
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = tuple(payloads.topic_for("+", leaf) for leaf in payloads.DEVICE_TOPICS)
+# The alarm session's only subscription; no share: exactly one backend process holds it.
+ALARM_SUBSCRIPTIONS = (payloads.topic_for("+", "alarm"),)
+# Shared by every ingest worker (MQTT 5 shared subscriptions): each message reaches one of them.
+INGEST_SUBSCRIPTIONS = ingest_subscriptions()
+SUBSCRIPTIONS = ALARM_SUBSCRIPTIONS + INGEST_SUBSCRIPTIONS
+# What the backend's one session subscribed to before issue 11: its persistent session keeps them,
+# so the alarm session drops them, or it would receive every heartbeat too.
+RETIRED_SUBSCRIPTIONS = tuple(
+    payloads.topic_for("+", leaf) for leaf in payloads.DEVICE_TOPICS if leaf != "alarm"
+)
+# A worker's name becomes part of its client id (and so of its persistent session on the broker).
+WORKER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 HEALTH_SWEEP_S = 30.0
 RETENTION_EVERY = timedelta(hours=1)
 # Ticks come at every device change too: beat at most this often, unless the broker link changed.
@@ -55,17 +79,25 @@ class Rules:
             self._changed.add(device_id)
 
     def tick(self, now: datetime) -> None:
-        """Escalations, health (changed devices now, all every HEALTH_SWEEP_S), outbound, retention."""
+        """Escalations, health (every monitored device at the first tick, as the settings may have
+        changed; then the changed ones, and every HEALTH_SWEEP_S those due), outbound, retention."""
         alarms.escalate_due(
             self.engine, now=now, after_s=self.settings.escalate_after_s, max_count=self.settings.escalate_max
         )
         with self._changed_lock:
             changed, self._changed = self._changed, set()
-        if self._last_sweep is None or (now - self._last_sweep).total_seconds() >= HEALTH_SWEEP_S:
+        if self._last_sweep is None:
             monitor.evaluate(self.engine, now=now, settings=self.settings)
             self._last_sweep = now
-        elif changed:
-            monitor.evaluate(self.engine, now=now, settings=self.settings, device_ids=changed)
+        else:
+            due = (now - self._last_sweep).total_seconds() >= HEALTH_SWEEP_S
+            done = monitor.sweep(
+                self.engine, now=now, settings=self.settings, changed=changed, due_until=now if due else None
+            )
+            for device_id in done.busy:  # changed while the pass looked: look again at the next tick
+                self.device_changed(device_id)
+            if due:
+                self._last_sweep = now
         if self.publish is not None:
             self._publish_outbound(now)
         if self._last_purge is None or now - self._last_purge >= RETENTION_EVERY:
@@ -91,23 +123,53 @@ class Rules:
             )
 
 
+def check_worker_name(name: str) -> str:
+    """A worker name as a client id suffix: lower-case letters, digits and dashes, at most 32."""
+    if not WORKER_NAME.match(name):
+        raise BackendError(
+            f"the worker name {name!r} is not valid: use 1 to 32 lower-case letters, digits and dashes"
+        )
+    return name
+
+
 class BackendService:
     """The backend: `start()`/`stop()` run it in the background, `run()` in the foreground until a signal.
 
-    Alarms queued on the broker while the backend was down arrive when it starts (its MQTT session is
-    persistent), are stored once and acked. `clock` is for tests: the rules and ingest read time from it.
+    Two persistent MQTT sessions, each with its own thread: `link` carries the alarms (stored one at a
+    time, so that an alarm's commit -> ack path stays as short as it can be) and what the backend
+    publishes; `ingest_link` carries heartbeats, status, events and command results in batches, through
+    a shared subscription. Alarms queued on the broker while the backend was down arrive when it starts,
+    are stored once and acked.
+
+    `ingest_only` makes an extra worker: only the ingest session (its client id names `worker`), no
+    alarms, no rules, no webhooks. Exactly one process runs without it. Mosquitto keeps sending a share
+    to a member that is offline with a persistent session (eclipse/mosquitto#1747), so a stopped worker's
+    share waits for that worker; that is why alarms never go through a share. `clock` is for tests: the
+    rules and ingest read time from it.
     """
 
     def __init__(
-        self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        ingest_only: bool = False,
+        worker: str = "main",
+        batch_size: int | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.clock = clock
+        self.ingest_only = ingest_only
+        self.worker = check_worker_name(worker)
+        self.batch_size = batch_size
         self.ingest: Ingest | None = None
         self.link: MqttLink | None = None
+        self.ingest_link: MqttLink | None = None
         self.rules: Rules | None = None
         self.notifier: notify.Notifier | None = None
+        self.recovery: recovery.BrokerRecovery | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules_thread: threading.Thread | None = None
@@ -118,40 +180,67 @@ class BackendService:
 
     def start(self) -> None:
         """Open (and migrate) the database and connect to the broker in the background."""
-        if self.link is not None:
+        if self.link is not None or self.ingest_link is not None:
             raise RuntimeError("the backend is already started")
         broker_secrets = load_secrets(self.settings)
+        if not broker_secrets.ingest_username:
+            raise BackendError(
+                "the broker has no account for the ingest workers yet: restart it with `pendant broker run`"
+            )
         if self.engine is None:
             self.engine = engine_for(self.settings)
         endpoint = backend_endpoint(self.settings)
-        self.link = MqttLink(
-            **endpoint.client_options(),
-            username=broker_secrets.backend_username,
-            password=broker_secrets.backend_password,
-            subscriptions=SUBSCRIPTIONS,
-            handler=self._handle,
-        )
-        self.rules = Rules(self.engine, self.settings, publish=self.link.publish)
         self.ingest = Ingest(self.engine, clock=self.clock, on_change=self._device_changed)
-        if self.settings.webhook_url:
-            self.notifier = notify.Notifier(
-                self.engine,
-                url=self.settings.webhook_url,
-                key=secret_key(self.settings.webhook_key_path),
-                clock=self.clock,
+        self.ingest_link = self._ingest_link(broker_secrets, endpoint.client_options())
+        if not self.ingest_only:
+            self.link = MqttLink(
+                **endpoint.client_options(),
+                username=broker_secrets.backend_username,
+                password=broker_secrets.backend_password,
+                subscriptions=ALARM_SUBSCRIPTIONS,
+                unsubscribe=RETIRED_SUBSCRIPTIONS,
+                handler=self._handle,
+                retry_max_s=RETRY_WITH_ALARMS_MAX_S,
             )
-            self.notifier.start()
-        else:
-            log.warning(NO_WEBHOOK_WARNING)
-        self.started_at, self._last_beat = utc_now(), None
-        self._stop.clear()
-        self._rules_thread = threading.Thread(target=self._run_rules, name="rules", daemon=True)
-        self._rules_thread.start()
-        self.link.start()
+            self.rules = Rules(self.engine, self.settings, publish=self.link.publish)
+            if self.settings.webhook_url:
+                self.notifier = notify.Notifier(
+                    self.engine,
+                    url=self.settings.webhook_url,
+                    key=secret_key(self.settings.webhook_key_path),
+                    clock=self.clock,
+                )
+                self.notifier.start()
+            else:
+                log.warning(NO_WEBHOOK_WARNING)
+            self.started_at, self._last_beat = utc_now(), None
+            self._stop.clear()
+            self._rules_thread = threading.Thread(target=self._run_rules, name="rules", daemon=True)
+            self._rules_thread.start()
+            self.link.start()
+            # What a broker crash lost comes back (its own thread: the rules never wait for it).
+            self.recovery = recovery.BrokerRecovery(
+                self.engine, self.settings, link=self.link, admin=broker_secrets
+            )
+            self.recovery.start()
+        self.ingest_link.start()
         log.info(
-            "backend started: database %s, broker %s",
+            "backend %s: database %s, broker %s",
+            f"ingest worker {self.worker} started" if self.ingest_only else "started",
             self.engine.url.render_as_string(hide_password=True),
             endpoint.url,
+        )
+
+    def _ingest_link(self, broker_secrets: BrokerSecrets, options: dict[str, Any]) -> MqttLink:
+        return MqttLink(
+            **options,
+            username=broker_secrets.ingest_username,
+            password=broker_secrets.ingest_password,
+            client_id=f"{broker_secrets.ingest_username}-{self.worker}",
+            subscriptions=INGEST_SUBSCRIPTIONS,
+            handler=self._handle,
+            batch_handler=self._handle_batch,
+            batch_size=self.batch_size or BATCH_SIZE,
         )
 
     def _device_changed(self, device_id: str) -> None:
@@ -161,7 +250,13 @@ class BackendService:
 
     def _handle(self, topic: str, payload: bytes) -> tuple[Reply, ...]:
         assert self.ingest is not None
-        outcome = self.ingest.handle(topic, payload)
+        return self._replies(self.ingest.handle(topic, payload))
+
+    def _handle_batch(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[Reply, ...] | None]:
+        assert self.ingest is not None
+        return [None if o is None else self._replies(o) for o in self.ingest.handle_batch(messages)]
+
+    def _replies(self, outcome: Outcome) -> tuple[Reply, ...]:
         if outcome.new and self.notifier is not None:
             self.notifier.wake()
         return outcome.replies
@@ -182,7 +277,7 @@ class BackendService:
     def _beat(self) -> None:
         if self.engine is None or self.started_at is None:
             return
-        connected = self.link is not None and self.link.connected
+        connected = all(link is not None and link.connected for link in (self.link, self.ingest_link))
         last = self._last_beat
         if last is not None and last[1] == connected and time.monotonic() - last[0] < BEAT_EVERY_S:
             return
@@ -202,24 +297,32 @@ class BackendService:
         self._last_beat = (time.monotonic(), connected)
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
-        """True once the backend is connected and subscribed."""
-        return self.link is not None and self.link.wait_ready(timeout)
+        """True once every session of this process is connected and subscribed."""
+        links = [link for link in (self.link, self.ingest_link) if link is not None]
+        deadline = time.monotonic() + timeout
+        return bool(links) and all(link.wait_ready(max(deadline - time.monotonic(), 0)) for link in links)
 
     def stop(self) -> None:
         """Disconnect (the session, with anything queued for us, stays on the broker) and end the threads."""
         self._stop.set()
         self._wake.set()
+        if self.recovery is not None:
+            self.recovery.stop()
+            self.recovery = None
         if self._rules_thread is not None:
             self._rules_thread.join(30)
             self._rules_thread = None
         if self.notifier is not None:
             self.notifier.stop()
             self.notifier = None
+        if self.ingest_link is not None:
+            self.ingest_link.stop()
+            self.ingest_link = None
         if self.link is not None:
             self.link.stop()
             self.link = None
             self._record_stop()
-            log.info("backend stopped")
+        log.info("backend stopped")
 
     def _record_stop(self) -> None:
         if self.engine is None or self.started_at is None:

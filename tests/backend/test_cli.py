@@ -87,6 +87,27 @@ def test_provision_writes_a_private_config_and_says_where(broker) -> None:
     assert config["mqtt"]["password"] not in result.output
 
 
+def test_provision_many_refuses_a_provisioned_one_and_resume_finishes(broker) -> None:
+    s = broker.settings
+    ids = [f"pd-{n:04d}" for n in range(6)]
+    assert run_cli(s, "device", "provision", "pd-0003").exit_code == 0
+    refused = run_cli(s, "device", "provision", *ids)
+    assert refused.exit_code == 1
+    assert (
+        "pd-0003 is already provisioned" in refused.output
+        and "none of the 6 devices was changed" in refused.output
+    )
+    assert not (s.devices_dir / "pd-0000").exists()
+    (s.devices_dir / "pd-0003" / "config.json").unlink()  # e.g. lost before it reached the pendant
+    resumed = run_cli(s, "device", "provision", *ids, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    for device_id in ("pd-0000", "pd-0001", "pd-0002", "pd-0004", "pd-0005"):
+        assert f"provisioned {device_id};" in resumed.output
+        assert (s.devices_dir / device_id / "config.json").exists()
+    assert "1 devices were provisioned before and are left as they are" in resumed.output
+    assert "give each a new one with `pendant device rotate DEVICE_ID`" in resumed.output
+
+
 def test_provision_to_a_chosen_file_with_json_output(broker, tmp_path: Path) -> None:
     out = tmp_path / "usb" / "config.json"
     result = run_cli(broker.settings, "device", "provision", "pd-0002", "--out", str(out), "--json")

@@ -482,3 +482,108 @@ def test_a_report_goes_to_the_newest_alarm_with_its_id(ingest: Ingest, engine) -
     ingest.handle(EVT_TOPIC, fallback(alarm_id="1-1"))
     refs = {a.ref: a.fallback is not None for a in stored_alarms(engine)}
     assert refs == {"pd-0001/1-1": False, "pd-0001/1-1#1": True}
+
+
+# ---- batches ---------------------------------------------------------------------------------------
+
+TELE_TOPIC = "pendant/v1/pd-0001/tele"
+
+
+def heartbeat(up: int, **changes: object) -> bytes:
+    data = {**json.loads((EXAMPLES / "tele.json").read_bytes()), "up": up, **changes}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def heartbeat_count(engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(Heartbeat)).all())
+
+
+def test_a_batch_stores_every_heartbeat_and_the_latest_state_in_arrival_order(ingest: Ingest, engine) -> None:
+    outcomes = ingest.handle_batch(
+        [
+            (TELE_TOPIC, heartbeat(100, batt=90, fw="0.1.0")),
+            ("pendant/v1/pd-0002/tele", heartbeat(100)),
+            ("pendant/v1/pd-0001/status", b'{"online":true,"boot":12,"sess":40,"fw":"0.1.0"}'),
+            (TELE_TOPIC, heartbeat(280, batt=80, fw="0.1.1")),
+            ("pendant/v1/pd-0001/status", b'{"online":false,"boot":12,"sess":40}'),
+        ]
+    )
+    assert all(o is not None and o.error is None and o.invalid is None for o in outcomes)
+    assert heartbeat_count(engine) == 3
+    with Session(engine) as session:
+        device = session.get(Device, "pd-0001")
+    # The last of each kind wins: the device's state after the batch is the state after its last message.
+    assert (device.fw, device.online, device.last_heartbeat_at) == ("0.1.1", False, NOW)
+    assert queries.latest_heartbeat(engine, "pd-0001").batt == 80
+
+
+def test_a_redelivered_heartbeat_makes_no_second_row(ingest: Ingest, engine) -> None:
+    first = ingest.handle_batch([(TELE_TOPIC, heartbeat(100)), (TELE_TOPIC, heartbeat(100))])
+    again = ingest.handle_batch([(TELE_TOPIC, heartbeat(100))])
+    one = ingest.handle(TELE_TOPIC, heartbeat(100))
+    assert [o.duplicate for o in first] == [False, True]
+    assert again[0].duplicate and one.duplicate
+    assert heartbeat_count(engine) == 1
+
+
+def test_one_bad_message_does_not_take_the_batch_with_it(
+    ingest: Ingest, engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = commands.record_result
+
+    def fails_on_c_bad(session, *, device_id, result, now):
+        if result.id == "c-bad":
+            raise RuntimeError("bug in command results")
+        return real(session, device_id=device_id, result=result, now=now)
+
+    monkeypatch.setattr(commands, "record_result", fails_on_c_bad)
+    with caplog.at_level(logging.ERROR, logger="pendant_backend.ingest"):
+        outcomes = ingest.handle_batch(
+            [
+                (TELE_TOPIC, heartbeat(100)),
+                (CMD_RES_TOPIC, b'{"id":"c-bad","ok":true}'),
+                (TELE_TOPIC, heartbeat(280)),
+            ]
+        )
+    assert "storing 3 messages together failed" in caplog.text
+    assert [o.error is not None for o in outcomes] == [False, True, False]
+    assert heartbeat_count(engine) == 2
+    assert ingest.invalid_counts == {"handler_error": 1}
+
+
+def test_invalid_and_unknown_messages_in_a_batch_are_counted_once(ingest: Ingest, engine) -> None:
+    outcomes = ingest.handle_batch(
+        [
+            (TELE_TOPIC, b"{not json"),
+            ("pendant/v1/pd-0777/tele", heartbeat(100)),
+            ("pendant/v1/pd-0001/nonsense", b"{}"),
+            (TELE_TOPIC, heartbeat(100)),
+        ]
+    )
+    assert [o.invalid for o in outcomes] == ["bad_json", "unknown_device", "unknown_topic", None]
+    assert ingest.invalid_counts == {"bad_json": 1, "unknown_device": 1, "unknown_topic": 1}
+    assert heartbeat_count(engine) == 1
+
+
+def test_an_alarm_in_a_batch_is_stored_on_its_own_and_acked(ingest: Ingest, engine) -> None:
+    outcomes = ingest.handle_batch(
+        [(EVT_TOPIC, fallback()), (ALARM_TOPIC, ALARM), (TELE_TOPIC, heartbeat(1))]
+    )
+    assert outcomes[1] is not None and outcomes[1].new and outcomes[1].replies
+    # The fallback report came first and made a placeholder; the alarm filled it in.
+    [alarm] = stored_alarms(engine)
+    assert alarm.kind == "panic" and alarm.fallback is not None
+    # The heartbeat after it adds a point to the open alarm's trail.
+    assert [p.source for p in alarms.trail(engine, alarm_pk=alarm.id)] == ["alarm", "tele"]
+
+
+def test_a_fallback_report_in_a_batch_before_its_alarm_on_the_other_session(ingest: Ingest, engine) -> None:
+    # Alarms come on their own session: the report may be stored (in a batch) before its alarm.
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(1)), (EVT_TOPIC, fallback())])
+    [placeholder] = stored_alarms(engine)
+    assert placeholder.kind == "unknown"
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+    [alarm] = stored_alarms(engine)
+    assert alarm.id == placeholder.id and alarm.kind == "panic"
+    assert audit.verify_database(engine) == []

@@ -133,3 +133,112 @@ def test_connected_follows_the_broker_accepting_and_dropping_the_connection() ->
     assert link.connected is True
     link._on_disconnect(client, None, None, Reason(), None)
     assert link.connected is False
+
+
+# ---- batches -------------------------------------------------------------------------------------
+
+TELE = "pendant/v1/pd-0001/tele"
+ALARM = "pendant/v1/pd-0001/alarm"
+
+
+def make_batch_link(batch_handler, handler=lambda topic, payload: []) -> MqttLink:
+    return MqttLink(
+        host="127.0.0.1",
+        port=1,
+        username="u",
+        password="p",
+        subscriptions=["t/#"],
+        handler=handler,
+        batch_handler=batch_handler,
+        batch_size=3,
+    )
+
+
+def test_a_batch_is_handled_in_arrival_order_and_each_message_waits_for_its_own_replies() -> None:
+    seen: list[list[str]] = []
+
+    def batch(messages):
+        seen.append([payload.decode() for _, payload in messages])
+        return [[ACK] if topic == ALARM else [] for topic, _ in messages]
+
+    link, client = make_batch_link(batch), FakeClient()
+    link._on_message(client, None, Message(TELE, b"1", mid=1))
+    link._on_message(client, None, Message(ALARM, b"2", mid=2))
+    assert seen == [] and client.acked == []  # the batch is still open
+    link._on_message(client, None, Message(TELE, b"3", mid=3))  # the batch is full: handled now
+    assert seen == [["1", "2", "3"]]
+    # The heartbeats are acked once committed; the alarm only when the broker took its ack.
+    assert client.acked == [1, 3]
+    [(_, _, reply_mid)] = client.published
+    link._on_publish(client, None, reply_mid, Reason(), None)
+    assert client.acked == [1, 3, 2]
+
+
+def test_a_message_the_batch_could_not_store_stays_unacknowledged() -> None:
+    link, client = make_batch_link(lambda messages: [[], None, []]), FakeClient()
+    for mid in (1, 2, 3):
+        link._on_message(client, None, Message(TELE, str(mid).encode(), mid=mid))
+    assert client.acked == [1, 3]
+    assert link._reconnect_requested
+
+
+def test_a_failing_batch_handler_falls_back_to_one_message_at_a_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def batch(messages):
+        raise RuntimeError("bug in the batch path")
+
+    one_by_one: list[bytes] = []
+
+    def handler(topic: str, payload: bytes):
+        one_by_one.append(payload)
+        if payload == b"2":
+            raise OSError("database gone")
+        return []
+
+    link, client = make_batch_link(batch, handler), FakeClient()
+    for mid in (1, 2, 3):
+        link._on_message(client, None, Message(TELE, str(mid).encode(), mid=mid))
+    assert one_by_one == [b"1", b"2", b"3"]
+    assert client.acked == [1, 3] and link._reconnect_requested
+    assert "handling 3 messages together failed" in caplog.text
+
+
+def test_an_open_batch_is_dropped_on_a_new_connection() -> None:
+    # Its packet ids belong to the old connection; the broker delivers the messages again.
+    handled: list[int] = []
+
+    def batch(messages):
+        handled.append(len(messages))
+        return [[]] * len(messages)
+
+    link, client = make_batch_link(batch), FakeClient()
+    link._on_message(client, None, Message(TELE, b"1", mid=1))
+    link._on_connect(client, None, Flags(), Reason(), None)
+    link._on_message(client, None, Message(TELE, b"2", mid=1))
+    link._on_message(client, None, Message(TELE, b"3", mid=2))
+    link._on_message(client, None, Message(TELE, b"4", mid=3))
+    assert handled == [3] and client.acked == [1, 2, 3]
+
+
+def test_a_link_names_its_own_session_and_drops_retired_subscriptions() -> None:
+    unsubscribed: list[list[str]] = []
+
+    class Client(FakeClient):
+        def unsubscribe(self, topics):
+            unsubscribed.append(topics)
+            return 0, 2
+
+    link = MqttLink(
+        host="127.0.0.1",
+        port=1,
+        username="u",
+        password="p",
+        client_id="u-alarms",
+        subscriptions=["a/+"],
+        unsubscribe=["b/+"],
+        handler=lambda topic, payload: [],
+    )
+    assert link.client_id == "u-alarms"
+    link._on_connect(Client(), None, Flags(), Reason(), None)
+    assert unsubscribed == [["b/+"]]

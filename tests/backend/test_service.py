@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from pendant_backend.db import engine_for
 from pendant_backend.models import Alarm
+from pendant_backend.mqtt_link import RETRY_WITH_ALARMS_MAX_S
 from pendant_backend.service import BackendService
 
 pytestmark = pytest.mark.broker
@@ -89,13 +90,13 @@ def test_malformed_alarm_is_logged_with_its_topic_and_ingest_goes_on(
             "pendant/v1/pd-0001/alarm", (EXAMPLES / "invalid" / "alarm-truncated.json").read_bytes()
         )
         pendant.publish(
-            "pendant/v1/pd-0001/alarm", (EXAMPLES / "invalid" / "alarm-lat-200.json").read_bytes()
+            "pendant/v1/pd-0001/alarm", (EXAMPLES / "invalid" / "alarm-long-id.json").read_bytes()
         )
         pendant.publish("pendant/v1/pd-0001/alarm", alarm("1-1"))
         # The first ack is for the valid alarm: the invalid ones were not acked.
         assert acked_ids(pendant, 1) == ["1-1"]
     assert stored(broker.settings) == {"1-1": 0}
-    assert backend.ingest.invalid_counts == {"bad_json": 1, "out_of_range": 1}
+    assert backend.ingest.invalid_counts == {"bad_json": 1, "bad_alarm_id": 1}
     rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert len(rejected) == 2
     assert all("pendant/v1/pd-0001/alarm" in line for line in rejected)
@@ -138,11 +139,14 @@ def test_handler_exception_on_other_topics_never_stops_ingest(
     def broken(*args, **kwargs):
         raise RuntimeError("bug in heartbeat handling")
 
-    monkeypatch.setattr(backend.ingest, "_store_heartbeat", broken)
+    # Both paths (the batch and one by one) apply a heartbeat through it.
+    monkeypatch.setattr(backend.ingest, "_apply_heartbeat", broken)
     with caplog.at_level(logging.ERROR, logger="pendant_backend.ingest"):
         pendant.publish("pendant/v1/pd-0001/tele", (EXAMPLES / "tele.json").read_bytes())
         pendant.publish("pendant/v1/pd-0001/alarm", alarm("6-1"))
         assert acked_ids(pendant, 1) == ["6-1"]
+        # The heartbeat comes on the other session: it may be handled after the alarm.
+        wait_until(lambda: backend.ingest.invalid_counts["handler_error"] == 1, "the heartbeat to fail")
     assert any("pendant/v1/pd-0001/tele" in r.getMessage() for r in caplog.records)
     assert backend.ingest.invalid_counts["handler_error"] == 1
 
@@ -232,8 +236,10 @@ def test_alarms_queued_on_the_broker_survive_its_kill_9(broker, backend, pendant
     ids = [f"9-{n}" for n in range(1, 6)]
     for alarm_id in ids:
         pendant.publish("pendant/v1/pd-0001/alarm", alarm(alarm_id))
-    # Wait until the broker has written them to disk (autosave on every change), then crash it.
+    # The broker saves every 30 s: make it save now (SIGUSR1), wait until it has, then crash it. What it
+    # would lose without a save, the pendant resends (tests/backend/test_broker_recovery.py).
     db_file = broker.broker.persistence_dir / "mosquitto.db"
+    os.kill(broker.broker.pid, signal.SIGUSR1)
     wait_until(
         lambda: db_file.exists() and all(alarm(i) in db_file.read_bytes() for i in ids),
         "the broker to save the queued alarms",
@@ -261,10 +267,52 @@ def test_backend_reconnects_after_a_broker_restart(broker, backend, pendant) -> 
 
 def test_backend_publishes_retained_config_that_the_pendant_receives(broker, backend, pendant) -> None:
     config = (EXAMPLES / "config.json").read_bytes().rstrip(b"\n")
-    backend.link.publish("pendant/v1/pd-0001/config", config, retain=True)
+    # Once the backend has put back what a fresh broker lacks (its own configs, pendant_backend.recovery).
+    wait_until(lambda: backend.recovery.idle, "the backend to check the broker's mark")
+    taken = threading.Event()
+    backend.link.publish("pendant/v1/pd-0001/config", config, retain=True, on_taken=taken.set)
+    assert taken.wait(WAIT_S), "the broker did not take the config"
     assert not pendant.subscribe("pendant/v1/pd-0001/config").is_failure
     assert pendant.expect("pendant/v1/pd-0001/config").payload == config
     # Once it has arrived, the broker holds it: every new subscription gets it as retained.
     assert not pendant.subscribe("pendant/v1/pd-0001/config").is_failure
     message = pendant.expect("pendant/v1/pd-0001/config")
     assert (message.payload, message.retain) == (config, True)
+
+
+def refuse_alarms(engine, refuse: bool) -> None:
+    """Make the database refuse (or accept again) every new alarm, as a full disk would."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON alarms BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+                if refuse
+                else "DROP TRIGGER refuse"
+            )
+        elif refuse:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ "
+                "LANGUAGE plpgsql"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON alarms FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        else:
+            connection.exec_driver_sql("DROP TRIGGER refuse ON alarms")
+            connection.exec_driver_sql("DROP FUNCTION refuse()")
+
+
+def test_with_an_alarm_pending_the_backend_retries_the_database_often(broker, backend, pendant) -> None:
+    engine = engine_for(broker.settings)
+    try:
+        refuse_alarms(engine, True)
+        pendant.publish("pendant/v1/pd-0001/alarm", alarm("11-1"))
+        # Enough failed tries for a 1, 2, 4, 8 s backoff to have grown past its 2 s ceiling.
+        wait_until(lambda: backend.link.retries >= 4, "four retries", timeout=60)
+        assert backend.link.longest_retry_pause_s <= RETRY_WITH_ALARMS_MAX_S
+        assert stored(broker.settings) == {}
+        refuse_alarms(engine, False)
+        assert acked_ids(pendant, 1) == ["11-1"]
+        assert stored(broker.settings) == {"11-1": 0}
+    finally:
+        engine.dispose()

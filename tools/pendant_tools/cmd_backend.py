@@ -109,32 +109,59 @@ def backend() -> None:
 
 
 @backend.command("run", context_settings=CONTEXT)
+@click.option(
+    "--ingest-only",
+    is_flag=True,
+    help="An extra ingest worker: heartbeats, status, events and command results only (no alarms, rules "
+    "or webhooks). Run exactly one `pendant backend run` without it.",
+)
+@click.option(
+    "--worker",
+    default="main",
+    show_default=True,
+    metavar="NAME",
+    help="This process's name among the ingest workers (its session on the broker): give each worker "
+    "its own, and the same one again when it restarts.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="At most this many messages stored in one transaction (default 100; 1 stores one at a time).",
+)
 @user_errors
-def backend_run() -> None:
+def backend_run(ingest_only: bool, worker: str, batch_size: int | None) -> None:
     """Run the backend in the foreground until Ctrl-C: ingest, fleet health, escalation, webhooks and
     retention; one log line per alarm received (never a position).
 
-    It keeps a persistent session on the broker: alarms sent while it was stopped arrive when it
-    starts again. It waits for the broker if the broker is not up yet. The database is upgraded to the
-    newest schema when it starts.
+    It keeps persistent sessions on the broker: alarms sent while it was stopped arrive when it starts
+    again. Alarms have a session and a thread of their own and are stored one at a time; everything
+    else is stored in batches through a shared subscription, which extra workers on the same broker and
+    database can join (`--ingest-only`) when one core is not enough. A stopped worker's share of the
+    messages waits on the broker for that worker: restart it under the same `--worker` name. It waits
+    for the broker if the broker is not up yet. The database is upgraded to the newest schema when it
+    starts.
 
     \b
     Examples:
-      pendant backend run
+      pendant backend run                                  # the one full backend
+      pendant backend run --ingest-only --worker w2        # an extra ingest worker beside it
       pendant -v backend run         # with MQTT and database detail
     """
     from pendant_backend.broker import load_secrets
     from pendant_backend.broker_endpoint import backend_endpoint
     from pendant_backend.db import shown_url
-    from pendant_backend.service import BackendService
+    from pendant_backend.service import BackendService, check_worker_name
 
     settings = settings_from_env()
     load_secrets(settings)  # fail now, with advice, rather than retry for ever
+    check_worker_name(worker)
     broker_url = backend_endpoint(settings).url
+    role = f"ingest worker {worker}" if ingest_only else "backend"
     click.echo(
-        f"backend: database {shown_url(settings.db_url)}, broker {broker_url}; Ctrl-C to stop", err=True
+        f"{role}: database {shown_url(settings.db_url)}, broker {broker_url}; Ctrl-C to stop", err=True
     )
-    BackendService(settings).run()
+    BackendService(settings, ingest_only=ingest_only, worker=worker, batch_size=batch_size).run()
 
 
 def _serve_web(host: str | None, port: int | None) -> None:

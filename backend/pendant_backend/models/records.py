@@ -6,16 +6,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from pendant_backend.models.base import utc_field
 
 
 class Heartbeat(SQLModel, table=True):
-    """One `tele` message."""
+    """One `tele` message. A pendant's boot counter and uptime name one heartbeat: the unique index turns a
+    redelivery (after a commit but before the PUBACK, or a QoS 1 resend) into a duplicate, not a row."""
 
     __tablename__ = "heartbeats"
+    __table_args__ = (
+        Index("uq_heartbeats_device_boot_up", "device_id", "boot", "up", unique=True),
+        # A device's recent readings (the health rules' battery trend) without reading its whole history.
+        Index("ix_heartbeats_device_id_received_at", "device_id", "received_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(foreign_key="devices.device_id", index=True, max_length=32)
