@@ -1,8 +1,10 @@
 """Pure: a pendant's health from what it last reported, at a given moment. No I/O, no clock of its own.
 
 `classify(snapshot, now, limits)` returns a `Health`; `changes(old, new)` lists what changed, each of
-which the monitor stores as a health event. Every rule is in this file and documented in
-docs/operations.md ("Fleet health").
+which the monitor stores as a health event. `changes_at(snapshot, now, limits)` is the first moment the
+classification can change while nothing new arrives (a heartbeat falls late, a fix goes stale): the monitor
+looks at a pendant again then, or when something about it changes, and never sweeps the whole fleet.
+Every rule is in this file and documented in docs/operations.md ("Fleet health").
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ FLAGS = (
     "test_overdue",
     "renewal_due",
 )
+
+
+# The stored `hours_left` follows the estimate in steps of this many hours (it falls an hour an hour).
+HOURS_LEFT_STEP = 0.5
+# A rule that changes once a duration exceeds its limit changes this long after the limit.
+JUST_AFTER = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -139,15 +147,12 @@ def battery_level(s: Snapshot) -> str:
     return "ok"
 
 
-def hours_left(history: Iterable[BatterySample], now: datetime, limits: Limits) -> float | None:
-    """Hours until empty, from the discharge since the pendant last left the charger (within the window).
-
-    A least-squares line through (time, percent) of the readings off the charger; None while it charges,
-    with fewer than two readings, over less than `min_discharge_span_h`, or when the level does not fall.
-    """
+def discharge_run(history: Iterable[BatterySample], now: datetime, limits: Limits) -> list[BatterySample]:
+    """The readings since the pendant last left the charger, within the window, oldest first; empty while
+    it charges."""
     samples = sorted(history, key=lambda sample: sample.at)
     if not samples or samples[-1].chg:
-        return None
+        return []
     window_start = now - timedelta(hours=limits.discharge_window_h)
     run: list[BatterySample] = []
     for sample in reversed(samples):
@@ -155,6 +160,16 @@ def hours_left(history: Iterable[BatterySample], now: datetime, limits: Limits) 
             break
         run.append(sample)
     run.reverse()
+    return run
+
+
+def hours_left(history: Iterable[BatterySample], now: datetime, limits: Limits) -> float | None:
+    """Hours until empty, from the discharge since the pendant last left the charger (within the window).
+
+    A least-squares line through (time, percent) of the readings off the charger; None while it charges,
+    with fewer than two readings, over less than `min_discharge_span_h`, or when the level does not fall.
+    """
+    run = discharge_run(history, now, limits)
     if len(run) < 2:
         return None
     t0 = run[0].at
@@ -208,6 +223,71 @@ def changes(old: Mapping[str, str] | None, new: Mapping[str, str]) -> list[tuple
             continue
         found.append((aspect, before, value))
     return found
+
+
+def changes_at(s: Snapshot, now: datetime, limits: Limits = Limits()) -> datetime | None:
+    """The first moment after `now` at which `classify` may answer otherwise for the same snapshot: its
+    heartbeat falls late or offline, its last fix goes stale, its test alarm falls overdue, its renewal
+    falls due, or the oldest reading of its discharge leaves the window. None when the clock alone changes
+    nothing (never seen, offline by its will with nothing else pending). Every moment here follows from a
+    rule in this file: a new rule that reads `now` must add its moment."""
+    moments: list[datetime] = []
+    if s.last_seen_at is not None and s.online is not False:
+        beat = timedelta(seconds=s.heartbeat_s)
+        grace = timedelta(seconds=grace_s(s.heartbeat_s, limits))
+        moments.append(s.last_seen_at + beat + grace + JUST_AFTER)
+        moments.append(s.last_seen_at + limits.offline_after_missed * beat + grace + JUST_AFTER)
+    if s.last_heartbeat_at is not None and s.last_fix_at is not None:
+        moments.append(s.last_fix_at + timedelta(hours=limits.gnss_stale_h) + JUST_AFTER)
+    test_due_from = s.last_test_alarm_at or s.issued_at
+    if s.loan_state == "issued" and test_due_from is not None:
+        moments.append(test_due_from + timedelta(days=limits.test_alarm_every_days) + JUST_AFTER)
+    if s.renewal_due is not None:
+        moments.append(s.renewal_due - timedelta(days=limits.renewal_notice_days))
+    run = discharge_run(s.battery_history, now, limits)
+    if len(run) >= 2:  # with one reading there is no estimate, with or without it
+        moments.append(run[0].at + timedelta(hours=limits.discharge_window_h) + JUST_AFTER)
+    later = [moment for moment in moments if moment > now]
+    return min(later) if later else None
+
+
+def hours_left_moved(stored: float | None, new: float | None) -> bool:
+    """Whether the stored figure follows a new estimate (both rounded to 0.1 h): when the estimate appears
+    or goes, or has moved by HOURS_LEFT_STEP. The figure is not an event, so small moves are not written."""
+    if stored is None or new is None:
+        return (stored is None) != (new is None)
+    return abs(stored - new) >= HOURS_LEFT_STEP
+
+
+def hours_left_moves_at(current: float | None, stored: float | None, now: datetime) -> datetime | None:
+    """When an estimate of `current` hours at `now` (unrounded), falling an hour an hour with no new
+    reading, will have moved far enough from `stored` for `hours_left_moved`; None if it never will."""
+    if current is None or stored is None:
+        return None
+    # Rounded to 0.1 it reads `stored - step` once it is below `stored - step + 0.05`; one second more
+    # keeps float rounding on the right side of that line.
+    target = stored - HOURS_LEFT_STEP + 0.05
+    if target <= 0:
+        return None  # it stops at 0, nearer to `stored` than a step
+    return now + timedelta(hours=max(current - target, 0.0), seconds=1)
+
+
+def flag_bits(aspects: Mapping[str, str]) -> int:
+    """The flags that are `yes` as one number, bit i for FLAGS[i] (so FLAGS only ever grows at its end):
+    the column the fleet counts group by."""
+    return sum(1 << bit for bit, flag in enumerate(FLAGS) if aspects.get(flag) == "yes")
+
+
+def summarize_groups(groups: Iterable[tuple[str, str, int, int]]) -> dict[str, dict[str, int]]:
+    """`summarize` from counts instead of pendants: (connectivity, battery, flag_bits, how many)."""
+    summary = summarize(())
+    for connectivity_state, battery, bits, count in groups:
+        summary["connectivity"][connectivity_state] += count
+        summary["battery"][battery] += count
+        for bit, flag in enumerate(FLAGS):
+            if bits & (1 << bit):
+                summary["flags"][flag] += count
+    return summary
 
 
 def summarize(aspects: Iterable[Mapping[str, str]]) -> dict[str, dict[str, int]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -186,3 +188,108 @@ def test_summary_counts_per_state() -> None:
     assert summary["connectivity"] == {"online": 1, "late": 1, "offline": 0, "never_seen": 1}
     assert summary["battery"] == {"ok": 1, "low": 1, "critical": 0, "unknown": 1}
     assert summary["flags"]["charging"] == 0
+
+
+# ---- when the classification can next change by the clock alone ---------------------------------
+
+
+def test_changes_at_is_the_next_threshold_of_each_rule() -> None:
+    just = timedelta(microseconds=1)
+    assert health.changes_at(seen(), T0, LIMITS) == at(HB + 60) + just  # late first
+    assert health.changes_at(seen(), at(HB + 61), LIMITS) == at(3 * HB + 60) + just  # then offline
+    # Offline by its will: the clock only brings the stale fix (a day), then the overdue test (a month).
+    assert health.changes_at(seen(online=False), at(1), LIMITS) == at(24 * 3600) + just
+    assert health.changes_at(seen(online=False), at(25 * 3600), LIMITS) == at(30 * 86400) + just
+    renewal = T0 + timedelta(days=20)
+    assert health.changes_at(seen(online=False, renewal_due=renewal), at(25 * 3600), LIMITS) == (
+        renewal - timedelta(days=14)
+    )
+    # Never seen, in stock: nothing happens by the clock.
+    assert health.changes_at(Snapshot(loan_state="provisioned"), at(1), LIMITS) is None
+
+
+def test_changes_at_when_the_oldest_reading_of_a_discharge_leaves_the_window() -> None:
+    history = samples((0, 70, False), (2, 66, False), (5, 60, False))
+    quiet = seen(online=False, last_fix_at=None, loan_state="provisioned", battery_history=history)
+    assert health.changes_at(quiet, T0 + timedelta(hours=6), LIMITS) == T0 + timedelta(
+        hours=24, microseconds=1
+    )
+
+
+def random_snapshot(rng: random.Random) -> Snapshot:
+    def maybe(hours: float) -> datetime | None:
+        return None if rng.random() < 0.2 else T0 - timedelta(hours=rng.uniform(0, hours))
+
+    readings = sorted(rng.uniform(-30, 0) for _ in range(rng.choice((0, 1, 3, 8))))
+    level = rng.randint(20, 100)
+    history = [
+        BatterySample(
+            at=T0 + timedelta(hours=h), batt=max(level - i * rng.randint(0, 3), 0), chg=rng.random() < 0.1
+        )
+        for i, h in enumerate(readings)
+    ]
+    return Snapshot(
+        last_seen_at=maybe(3),
+        online=rng.choice((True, False, None)),
+        heartbeat_s=rng.choice((60, 91, 180, 600)),
+        last_heartbeat_at=maybe(3),
+        batt=rng.choice((None, 3, 15, 80)),
+        last_fix_at=maybe(30),
+        loan_state=rng.choice(("provisioned", "issued")),
+        issued_at=maybe(24 * 40),
+        last_test_alarm_at=maybe(24 * 40),
+        renewal_due=None if rng.random() < 0.5 else T0 + timedelta(days=rng.uniform(-5, 20)),
+        battery_history=history,
+    )
+
+
+def estimated_from(s: Snapshot, moment: datetime) -> list[BatterySample]:
+    """The readings an estimate of hours left comes from (none below two: no estimate)."""
+    run = health.discharge_run(s.battery_history, moment, LIMITS)
+    return run if len(run) >= 2 else []
+
+
+def test_nothing_changes_before_changes_at_for_any_snapshot() -> None:
+    """For many random pendants: the classification (and the discharge it estimates from) is the same at
+    every moment from `now` to just before `changes_at`; and it has changed there, or soon after, for
+    the rules of missed heartbeats."""
+    rng = random.Random(7)
+    for _ in range(400):
+        s = random_snapshot(rng)
+        now = T0 + timedelta(seconds=rng.uniform(0, 3600))
+        then = health.classify(s, now, LIMITS)
+        due = health.changes_at(s, now, LIMITS)
+        end = due or now + timedelta(days=60)
+        span = (end - now).total_seconds()
+        for fraction in [0, 0.5, 0.9, 0.999, *(rng.random() for _ in range(10))]:
+            moment = now + timedelta(seconds=span * fraction)
+            if moment >= end:
+                continue
+            assert health.classify(s, moment, LIMITS).aspects() == then.aspects(), (s, now, moment)
+            assert estimated_from(s, moment) == estimated_from(s, now), (s, now, moment)
+        if due is not None and then.connectivity in ("online", "late"):
+            assert due > now
+            later = health.classify(s, due, LIMITS)
+            changed = later.aspects() != then.aspects() or estimated_from(s, due) != estimated_from(s, now)
+            assert changed, (s, now, due)
+
+
+def test_the_stored_hours_left_moves_in_half_hour_steps() -> None:
+    assert health.hours_left_moved(None, 3.0) and health.hours_left_moved(3.0, None)
+    assert not health.hours_left_moved(36.0, 35.6) and health.hours_left_moved(36.0, 35.5)
+    # 36.02 h at T0, stored as 36.0: it reads 35.5 once below 35.55, 0.47 h later (and a second).
+    moves = health.hours_left_moves_at(36.02, 36.0, T0)
+    assert moves == T0 + timedelta(hours=36.02 - 35.55, seconds=1)
+    falling = 36.02 - (moves - T0).total_seconds() / 3600
+    assert health.hours_left_moved(36.0, round(falling, 1))
+    assert not health.hours_left_moved(36.0, round(falling + 2 / 3600, 1))
+    assert health.hours_left_moves_at(0.3, 0.3, T0) is None  # it stops at 0, never a step away
+    assert health.hours_left_moves_at(None, 3.0, T0) is None
+
+
+def test_counts_from_flag_bits_give_the_same_summary() -> None:
+    rng = random.Random(3)
+    fleet = [health.classify(random_snapshot(rng), T0, LIMITS).aspects() for _ in range(200)]
+    groups = Counter((a["connectivity"], a["battery"], health.flag_bits(a)) for a in fleet)
+    assert health.summarize_groups((*key, n) for key, n in groups.items()) == health.summarize(fleet)
+    assert health.flag_bits({"charging": "yes", "renewal_due": "yes", "weak_signal": "no"}) == 1 | 1 << 7

@@ -3,15 +3,36 @@ names or addresses anywhere."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index, event, inspect
 from sqlmodel import Field, SQLModel
 
 from pendant_backend.models.base import utc_field
 
 LOAN_STATES = ("in_stock", "provisioned", "issued", "returned", "decommissioned")
+# What the health rules read from a device row (pendant_backend.monitor builds its snapshot from them).
+HEALTH_INPUTS = (
+    "last_seen_at",
+    "online",
+    "last_heartbeat_at",
+    "last_fix_at",
+    "fw",
+    "firmware_version",
+    "config_doc",
+    "config_rev",
+    "config_applied_rev",
+    "config_error",
+    "loan_state",
+    "issued_at",
+    "last_test_alarm_at",
+    "renewal_due",
+    "revoked_at",
+)
+# `health_due_at` of a device whose health must be classified again at the next tick: earlier than any
+# clock the backend runs on, so that every look for due devices finds it.
+RECHECK = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class DeviceBase(SQLModel):
@@ -48,6 +69,18 @@ class Device(DeviceBase, table=True):
     """A pendant: registered by a technician, provisioned, or first seen on the broker."""
 
     __tablename__ = "devices"
+    # The fleet summary counts from this index alone (pendant_backend.monitor.fleet_summary).
+    __table_args__ = (
+        Index(
+            "ix_devices_fleet_counts",
+            "loan_state",
+            "revoked_at",
+            "recall",
+            "connectivity",
+            "battery",
+            "health_flags",
+        ),
+    )
 
     device_id: str = Field(primary_key=True, max_length=32)
     loan_state: str = Field(default="in_stock", max_length=16, index=True)
@@ -80,7 +113,26 @@ class Device(DeviceBase, table=True):
     config_doc: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     config_applied_rev: int | None = None
     config_error: str | None = Field(default=None, max_length=200)
-    # Health as last classified (pendant_backend.health), and when it last changed.
+    # Health as last classified (pendant_backend.health), and when it last changed. `connectivity`,
+    # `battery` and `health_flags` (health.flag_bits) repeat `health` in columns the fleet counts use.
     connectivity: str = Field(default="never_seen", max_length=16, index=True)
+    battery: str = Field(default="unknown", max_length=16)
+    health_flags: int = 0
     health: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     health_changed_at: datetime | None = utc_field()
+    # When its health can next change with nothing new arriving (a heartbeat falling late...); RECHECK
+    # after a change of one of HEALTH_INPUTS; None when only news can change it. The rules look at the
+    # devices due, never at the whole fleet.
+    health_due_at: datetime | None = utc_field(index=True, default=RECHECK)
+
+
+@event.listens_for(Device, "before_update")
+def _recheck_health(mapper: Any, connection: Any, device: Device) -> None:
+    """Whoever changes what the health rules read (ingest, a config, the registry, a loan, in this process
+    or another) makes the device due at once, in the same transaction: nothing has to remember to tell
+    the rules. The monitor's own writes set `health_due_at` themselves and are left alone."""
+    state = inspect(device)
+    if state.attrs.health_due_at.history.has_changes():
+        return
+    if any(state.attrs[name].history.has_changes() for name in HEALTH_INPUTS):
+        device.health_due_at = RECHECK
