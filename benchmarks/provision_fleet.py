@@ -1,19 +1,26 @@
 """Benchmark: provisioning a fleet on the real broker (dynamic-security API) and database.
 
-Prints, for N devices (default 1,000):
-- the whole run through `provision_devices` (one admin connection; per device: look-up, role, client,
-  PBKDF2 hash, database row, audit event, first config queued), total and per device;
-- baseline, in the same run: the broker's bare round trip (`getClient` of an unknown name) N times on the
-  same connection, and the password hash alone N times: what the rest of provisioning adds;
+Prints, in one run:
+- baseline: `--baseline` devices (default 100) one by one on a fresh broker (`provision_device` each:
+  its own look-up message, its own create message, its own transaction), as provisioning was done
+  before batches;
+- the batched path (`provision_many`: `--batch` devices to a control message and to a transaction) for
+  `--devices` (default 1,000) on another fresh broker: total, per device, and per batch as the fleet
+  grows; the ratio to the baseline over the same first devices;
+- where the time goes: the database's hash now and PBKDF2 (100,000 rounds, the hash before), and, at
+  the final fleet size, one device alone in a control message against `--batch` devices in one: equal
+  costs per device mean the broker saves its file once per command, not once per message;
 - a check: 20 provisioned devices, chosen at random, connect with their config.
 
-Run: .venv/bin/python benchmarks/provision_fleet.py [--devices 1000] [--db-url postgresql://...]
+Run: .venv/bin/python benchmarks/provision_fleet.py [--devices 1000] [--baseline 100] [--batch 50]
+     [--db-url postgresql://...]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -22,12 +29,22 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pendant_backend.accounts import dynsec_call, dynsec_session, hash_password, provision_devices
+from pendant_backend.accounts import (
+    dynsec_call,
+    dynsec_session,
+    hash_password,
+    provision_device,
+    provision_many,
+    revoke_device,
+)
 from pendant_backend.broker import Broker, new_password
 from pendant_backend.db import make_engine
 from pendant_backend.settings import Settings
@@ -36,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import free_port  # noqa: E402
 
 
-def connects(settings: Settings, config: dict) -> bool:
+def connects(settings: Settings, config: dict[str, Any]) -> bool:
     result = {}
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=config["device_id"])
     client.username_pw_set(config["mqtt"]["user"], config["mqtt"]["password"])
@@ -49,70 +66,132 @@ def connects(settings: Settings, config: dict) -> bool:
     return "rc" in result and not result["rc"].is_failure
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--db-url", help="default: SQLite in the temporary data folder")
-    args = parser.parse_args()
+@contextmanager
+def fresh_broker(db_url: str | None) -> Iterator[tuple[Settings, Broker]]:
+    """A broker and a database of their own in a temporary data folder, removed afterwards."""
     data = Path(tempfile.mkdtemp(prefix="pendant-bench-"))
     os.chmod(data, 0o711)
-    settings = Settings.for_data_dir(data, mqtt_port=free_port())
-    if args.db_url:
-        settings = dataclasses.replace(settings, db_url=args.db_url)
+    settings = Settings.for_data_dir(data, mqtt_port=free_port(), mqtt_tls_port=free_port())
+    if db_url:
+        settings = dataclasses.replace(settings, db_url=db_url)
     broker = Broker(settings)
     broker.start()
     try:
-        engine = make_engine(settings.db_url)
-        ids = [f"pd-{n:05d}" for n in range(args.devices)]
-
-        started = time.perf_counter()
-        with dynsec_session(settings) as session:
-            for _ in ids:
-                dynsec_call(settings, [{"command": "getClient", "username": "nobody-here"}], session=session)
-        round_trips = time.perf_counter() - started
-
-        started = time.perf_counter()
-        for _ in ids:
-            hash_password(new_password())
-        hashing = time.perf_counter() - started
-
-        configs, per_device = [], []
-        started = time.perf_counter()
-        last = started
-        for config in provision_devices(settings, ids, engine=engine):
-            now = time.perf_counter()
-            per_device.append(now - last)
-            last = now
-            configs.append(config)
-        total = time.perf_counter() - started
-
-        sample = random.sample(configs, min(20, len(configs)))
-        ok = sum(connects(settings, config) for config in sample)
-        dynsec_size = broker.dynsec_path.stat().st_size
-        print(json.dumps({"devices": len(configs), "db": settings.db_url.split(":")[0]}))
-        print(
-            f"provision {len(configs)} devices: {total:.1f} s total, "
-            f"{total / len(configs) * 1000:.1f} ms each"
-        )
-        print(
-            f"  per device: median {statistics.median(per_device) * 1000:.1f} ms, first 100 "
-            f"{statistics.median(per_device[:100]) * 1000:.1f} ms, last 100 "
-            f"{statistics.median(per_device[-100:]) * 1000:.1f} ms"
-        )
-        print(
-            f"baseline: bare dynsec round trip x{len(ids)}: {round_trips:.1f} s "
-            f"({round_trips / len(ids) * 1000:.1f} ms each)"
-        )
-        print(f"baseline: PBKDF2 hash x{len(ids)}: {hashing:.1f} s ({hashing / len(ids) * 1000:.1f} ms each)")
-        print(f"provisioning / (round trip + hash): x{total / (round_trips + hashing):.1f}")
-        print(
-            f"dynamic-security file: {dynsec_size / 1024:.0f} KB; "
-            f"{ok}/{len(sample)} sampled devices connected"
-        )
-        engine.dispose()
+        yield settings, broker
     finally:
         broker.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def ms(seconds: float, count: int) -> str:
+    return f"{seconds / count * 1000:.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--baseline", type=int, default=100, help="devices provisioned one by one")
+    parser.add_argument("--batch", type=int, default=50, help="devices to a control message")
+    parser.add_argument(
+        "--db-url",
+        help="default: SQLite in each temporary data folder (PostgreSQL: drop "
+        "its tables between runs yourself)",
+    )
+    args = parser.parse_args()
+    print(
+        json.dumps(
+            {
+                "devices": args.devices,
+                "baseline": args.baseline,
+                "batch": args.batch,
+                "db": (args.db_url or "sqlite").split(":")[0],
+            }
+        )
+    )
+
+    with fresh_broker(args.db_url) as (settings, _):
+        engine = make_engine(settings.db_url)
+        started = time.perf_counter()
+        for n in range(args.baseline):
+            provision_device(settings, f"pd-{n:05d}", engine=engine)
+        one_by_one = time.perf_counter() - started
+        engine.dispose()
+    print(
+        f"baseline, one by one: {args.baseline} devices in {one_by_one:.1f} s, "
+        f"{ms(one_by_one, args.baseline)} each"
+    )
+
+    with fresh_broker(args.db_url) as (settings, broker):
+        engine = make_engine(settings.db_url)
+        ids = [f"pd-{n:05d}" for n in range(args.devices)]
+        configs: list[dict[str, Any]] = []
+        per_batch: list[tuple[int, float]] = []  # (fleet size after it, seconds per device)
+        started = last = time.perf_counter()
+        at_baseline = None
+        for batch in provision_many(settings, ids, engine=engine, batch_size=args.batch):
+            now = time.perf_counter()
+            per_batch.append((len(configs) + len(batch), (now - last) / len(batch)))
+            last = now
+            configs.extend(r.config for r in batch if r.config is not None)
+            if at_baseline is None and len(configs) >= args.baseline:
+                at_baseline = (now - started) / len(configs)
+        total = time.perf_counter() - started
+        print(
+            f"batched, {args.batch} to a message: {len(configs)} devices in {total:.1f} s, "
+            f"{ms(total, len(configs))} each"
+        )
+        for fleet, seconds in per_batch[:: max(1, len(per_batch) // 10)] + per_batch[-1:]:
+            print(f"  batch ending at {fleet:>6} devices: {seconds * 1000:.1f} ms a device")
+        if at_baseline is not None:
+            print(
+                f"first {args.baseline} devices: one by one {ms(one_by_one, args.baseline)} each, batched "
+                f"{at_baseline * 1000:.1f} ms each: x{one_by_one / args.baseline / at_baseline:.1f}"
+            )
+
+        # At the final fleet size: one device alone in a message against a batch in one.
+        extra = [f"px-{n:05d}" for n in range(args.batch + 1)]
+        started = time.perf_counter()
+        list(provision_many(settings, extra[:1], engine=engine))
+        alone = time.perf_counter() - started
+        started = time.perf_counter()
+        list(provision_many(settings, extra[1:], engine=engine, batch_size=args.batch))
+        together = time.perf_counter() - started
+        print(
+            f"at {len(configs)} devices: 1 device alone in a message {alone * 1000:.0f} ms; {args.batch} in "
+            f"one message {ms(together, args.batch)} each (equal: the broker saves once per command)"
+        )
+        for device_id in extra:
+            revoke_device(settings, device_id, engine=engine)
+
+        started = time.perf_counter()
+        with dynsec_session(settings) as session:
+            for _ in range(100):
+                dynsec_call(settings, [{"command": "getClient", "username": "nobody-here"}], session=session)
+        round_trip = (time.perf_counter() - started) / 100
+        passwords = [new_password() for _ in range(200)]
+        started = time.perf_counter()
+        for password in passwords:
+            hash_password(password)
+        fast = (time.perf_counter() - started) / len(passwords)
+        started = time.perf_counter()
+        for password in passwords[:20]:
+            hashlib.pbkdf2_hmac("sha256", password.encode(), os.urandom(16), 100_000)
+        slow = (time.perf_counter() - started) / 20
+        print(
+            f"bare control round trip {round_trip * 1000:.1f} ms; database hash now {fast * 1e6:.0f} us, "
+            f"PBKDF2 x100,000 before {slow * 1000:.1f} ms"
+        )
+
+        sample = random.sample(configs, min(20, len(configs)))
+        ok = sum(connects(settings, config) for config in sample)
+        print(
+            f"dynamic-security file: {broker.dynsec_path.stat().st_size / 1e6:.1f} MB; "
+            f"{ok}/{len(sample)} sampled devices connected"
+        )
+        print(
+            f"median per device over all batches: {statistics.median(s for _, s in per_batch) * 1000:.1f} ms"
+        )
+        engine.dispose()
 
 
 if __name__ == "__main__":

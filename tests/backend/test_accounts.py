@@ -7,19 +7,25 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from sqlmodel import Session
+from sqlalchemy import text
+from sqlmodel import Session, select
 
-from pendant_backend import pki
+from pendant_backend import audit, pki
 from pendant_backend.accounts import (
     AccountError,
+    BatchError,
+    dynsec_call,
+    hash_password,
     pendant_files,
     provision_device,
+    provision_many,
     revoke_device,
     verify_password,
     write_device_config,
 )
+from pendant_backend.broker import device_role_acls, device_role_name, new_password
 from pendant_backend.db import engine_for
-from pendant_backend.models import Device
+from pendant_backend.models import AuditEvent, Device
 from pendant_backend.mqtt_link import BrokerUnavailable
 from pendant_backend.settings import Settings
 
@@ -132,3 +138,197 @@ def test_provisioning_without_a_broker_says_how_to_start_it(broker, settings: Se
     assert str(caught.value) == (
         f"the broker is not running on 127.0.0.1:{settings.mqtt_port}: start it with `pendant broker run`"
     )
+
+
+# ---- many devices in batches -------------------------------------------------------------------------
+
+FLEET = [f"pd-{n:04d}" for n in range(50)]
+ALARM = b'{"alarm_id":"1-1","kind":"panic","tst":null,"loc":null,"cell":null,"batt":50,"test":false}'
+
+
+def provisioned(settings: Settings, device_ids: list[str], **options) -> list:
+    """Everything `provision_many` yields, in order (batches flattened)."""
+    return [result for batch in provision_many(settings, device_ids, **options) for result in batch]
+
+
+def broker_has(settings: Settings, device_id: str) -> bool:
+    (response,) = dynsec_call(settings, [{"command": "getClient", "username": device_id}])
+    return "error" not in response
+
+
+def recorded(settings: Settings) -> set[str]:
+    """The devices the database records as provisioned."""
+    with Session(engine_for(settings)) as session:
+        rows = session.exec(select(Device).where(Device.password_hash.is_not(None)))  # type: ignore[union-attr]
+        return {row.device_id for row in rows}
+
+
+def provisioned_events(settings: Settings) -> list[str]:
+    with Session(engine_for(settings)) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.kind == "device_provisioned"))
+        return [event.device_id for event in events]
+
+
+def test_a_batch_gives_every_device_a_working_account_of_its_own(broker, mqtt_client) -> None:
+    settings = broker.settings
+    results = provisioned(settings, FLEET, batch_size=20)  # three control messages
+    assert [r.device_id for r in results] == FLEET
+    configs = [r.config for r in results]
+    assert len({c["mqtt"]["password"] for c in configs}) == len(FLEET)
+    with Session(engine_for(settings)) as session:
+        for config in configs:
+            row = session.get(Device, config["device_id"])
+            assert verify_password(config["mqtt"]["password"], row.password_hash)
+            assert config["mqtt"]["password"] not in row.password_hash
+    pendants = [mqtt_client(config, mqtt5=True, clean=True) for config in configs]  # each connects
+    for number, pendant in enumerate(pendants):
+        own, other = FLEET[number], FLEET[(number + 1) % len(FLEET)]
+        assert pendant.publish(f"pendant/v1/{other}/alarm", ALARM).value == 135  # not authorised
+        assert not pendant.publish(f"pendant/v1/{own}/alarm", ALARM).is_failure
+    # Each device has its event, in one intact chain.
+    assert sorted(provisioned_events(settings)) == FLEET
+    assert audit.verify_database(engine_for(settings)) == []
+
+
+def test_a_batch_with_a_provisioned_device_changes_nothing(broker) -> None:
+    settings = broker.settings
+    provision_device(settings, "pd-0030")
+    with pytest.raises(AccountError) as caught:
+        provisioned(settings, FLEET, batch_size=10)
+    assert str(caught.value) == (
+        "pd-0030 is already provisioned: revoke it first with `pendant device revoke pd-0030`; "
+        "none of the 50 devices was changed"
+    )
+    assert recorded(settings) == {"pd-0030"}
+    assert not any(broker_has(settings, d) for d in ("pd-0000", "pd-0029", "pd-0049"))
+
+
+def refuse_in_the_database(settings: Settings, device_id: str) -> None:
+    """A real refusal by the database in the middle of a batch: a trigger on the devices table."""
+    engine = engine_for(settings)
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON devices "
+                    f"WHEN NEW.device_id = '{device_id}' BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+                )
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.device_id = '{device_id}' THEN RAISE EXCEPTION 'the disk is full'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                text("CREATE TRIGGER refuse BEFORE INSERT ON devices FOR EACH ROW EXECUTE FUNCTION refuse()")
+            )
+
+
+def stop_refusing(settings: Settings) -> None:
+    engine = engine_for(settings)
+    with engine.begin() as connection:
+        connection.execute(
+            text("DROP TRIGGER refuse" + ("" if engine.dialect.name == "sqlite" else " ON devices"))
+        )
+
+
+def test_a_batch_that_fails_half_way_leaves_no_device_half_done_and_resume_finishes(broker) -> None:
+    settings = broker.settings
+    refuse_in_the_database(settings, "pd-0034")
+    handed_out = []
+    with pytest.raises(BatchError) as caught:
+        for batch in provision_many(settings, FLEET, batch_size=10):
+            handed_out += [r.config for r in batch]
+    stopped = caught.value
+    assert stopped.done == FLEET[:30] and stopped.undone == FLEET[30:]
+    assert str(stopped).startswith("provisioning stopped: the database refused the batch (")
+    assert "the disk is full" in str(stopped)
+    assert str(stopped).endswith(
+        "Provisioned 30 of the 50 devices (pd-0000 to pd-0029); 20 (pd-0030 to pd-0049) were not changed: "
+        "once the cause is fixed, run the same provisioning again with --resume to finish"
+    )
+    assert [c["device_id"] for c in handed_out] == FLEET[:30]
+    # The failed batch was undone on the broker too: no account without a record, nor the reverse.
+    assert recorded(settings) == set(FLEET[:30])
+    assert [d for d in FLEET if broker_has(settings, d)] == FLEET[:30]
+    assert sorted(provisioned_events(settings)) == FLEET[:30]
+
+    stop_refusing(settings)
+    results = provisioned(settings, FLEET, batch_size=10, resume=True)
+    assert [r.device_id for r in results if r.config is None] == FLEET[:30]  # left as they were
+    assert [r.device_id for r in results if r.config is not None] == FLEET[30:]
+    handed_out += [r.config for r in results if r.config is not None]
+    assert recorded(settings) == set(FLEET)
+    assert sorted(provisioned_events(settings)) == FLEET  # one event each, none twice
+    assert audit.verify_database(engine_for(settings)) == []
+    with Session(engine_for(settings)) as session:
+        for config in handed_out:  # the first run's passwords are still the valid ones
+            row = session.get(Device, config["device_id"])
+            assert verify_password(config["mqtt"]["password"], row.password_hash)
+
+
+def test_a_device_provisioned_meanwhile_stops_the_batch_and_resume_leaves_it_alone(
+    broker, mqtt_client
+) -> None:
+    settings = broker.settings
+    batches = provision_many(settings, FLEET, batch_size=10)
+    first = next(batches)
+    # Another technician provisions pd-0025 while this run is on its first batches.
+    theirs = provision_device(settings, "pd-0025")
+    handed_out = [r.config for r in first]
+    with pytest.raises(BatchError, match="pd-0025 is already provisioned") as caught:
+        for batch in batches:
+            handed_out += [r.config for r in batch]
+    assert caught.value.done == FLEET[:20]
+    results = provisioned(settings, FLEET, batch_size=10, resume=True)
+    assert {r.device_id for r in results if r.config is None} == {*FLEET[:20], "pd-0025"}
+    handed_out += [r.config for r in results if r.config is not None]
+    assert len(handed_out) == 49
+    mqtt_client(theirs)  # its account was not replaced
+    for config in handed_out[::7]:
+        mqtt_client(config)
+
+
+def test_resume_replaces_an_account_left_without_a_record(broker, mqtt_client) -> None:
+    settings = broker.settings
+    # As a run killed between the broker and the database leaves it: an account nobody has the password of.
+    role = device_role_name("pd-0007")
+    dynsec_call(
+        settings,
+        [
+            {"command": "createRole", "rolename": role, "acls": device_role_acls("pd-0007")},
+            {
+                "command": "createClient",
+                "username": "pd-0007",
+                "password": new_password(),
+                "roles": [{"rolename": role}],
+            },
+        ],
+    )
+    with pytest.raises(AccountError, match="pd-0007 has a broker account but no record in the database"):
+        provisioned(settings, FLEET[:10])
+    assert recorded(settings) == set()
+    results = provisioned(settings, FLEET[:10], resume=True)
+    assert all(r.config is not None for r in results)
+    mqtt_client(results[7].config)
+
+
+def test_device_ids_given_twice_are_refused(broker) -> None:
+    with pytest.raises(AccountError, match="pd-0001 given more than once"):
+        provisioned(broker.settings, ["pd-0001", "pd-0002", "pd-0001"])
+
+
+def test_hashes_of_the_earlier_scheme_still_verify() -> None:
+    import base64
+    import hashlib
+
+    salt = b"0123456789abcdef"
+    digest = hashlib.pbkdf2_hmac("sha256", b"secret-of-before", salt, 1000)
+    legacy = f"pbkdf2_sha256$1000${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    assert verify_password("secret-of-before", legacy)
+    assert not verify_password("another", legacy)
+    assert verify_password("now", hash_password("now")) and not verify_password("no", hash_password("now"))
+    assert not verify_password("now", "sha256$not-base64!$x")

@@ -47,46 +47,102 @@ def device() -> None:
     help="Where to write the config.json of one device (default <data>/devices/<id>/config.json).",
 )
 @click.option("--apn", default="internet", show_default=True, help="The SIM's access point name.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted run: skip the devices it provisioned and replace broker accounts it "
+    "left without a database record.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without the password).")
 @user_errors
-def device_provision(device_ids: tuple[str, ...], out: Path | None, apn: str, as_json: bool) -> None:
+def device_provision(
+    device_ids: tuple[str, ...], out: Path | None, apn: str, resume: bool, as_json: bool
+) -> None:
     """Create each device's broker account and write its config.json (mode 0600).
 
     The file holds the device's password and is the only copy of it: copy it onto the pendant's
-    flash. A DEVICE_ID is 3 to 32 lower-case letters, digits and '-'. Several ids are provisioned over
-    one broker connection, with a progress bar.
+    flash. A DEVICE_ID is 3 to 32 lower-case letters, digits and '-'. Several ids are provisioned in
+    batches over one broker connection, with a progress bar. If any of them is already provisioned or
+    decommissioned, nothing is changed. A run that stops part-way says which devices it provisioned;
+    the same command with --resume provisions the rest.
 
     \b
     Examples:
       pendant device provision pd-0001
       pendant device provision pd-0002 --out /media/usb/config.json
       pendant device provision pd-0003 --json
-      pendant device provision $(seq -f "pd-%04g" 100 199)
+      pendant device provision $(seq -f "pd-%05g" 1 10000)
+      pendant device provision $(seq -f "pd-%05g" 1 10000) --resume
     """
-    from pendant_backend.accounts import check_device_id, provision_devices, write_device_config
+    from pendant_backend.accounts import BatchError, check_device_id, provision_many
 
     settings = settings_from_env()
     for device_id in device_ids:
         check_device_id(device_id)
     if out is not None and len(device_ids) > 1:
         raise click.UsageError("--out names the file of one device; give one DEVICE_ID with it")
-    results = []
-    configs = provision_devices(settings, device_ids, apn=apn, engine=open_engine(create=True))
+    results: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    batches = provision_many(settings, device_ids, apn=apn, engine=open_engine(create=True), resume=resume)
     # A progress bar for a batch (on stderr, so that --json output stays clean).
-    bar = click.progressbar(configs, length=len(device_ids), label="provisioning", file=sys.stderr)
-    with bar if len(device_ids) > 1 else contextlib.nullcontext(configs) as items:
-        for config in items:
-            path = out or settings.devices_dir / config["device_id"] / "config.json"
-            write_device_config(path, config)
-            results.append(
-                {"device_id": config["device_id"], "config_path": str(path), "mqtt": settings.mqtt_address}
-            )
+    bar = click.progressbar(length=len(device_ids), label="provisioning", file=sys.stderr)
+    try:
+        with bar if len(device_ids) > 1 else contextlib.nullcontext(bar):
+            for batch in batches:
+                _write_configs(batch, out, settings, results, skipped)
+                if len(device_ids) > 1:
+                    bar.update(len(batch))
+    except BatchError:
+        _report_provisioned(results, skipped, settings, as_json=False)
+        raise
+    _report_provisioned(results, skipped, settings, as_json=as_json)
+
+
+def _write_configs(
+    batch: list[Any], out: Path | None, settings: Any, results: list[dict[str, Any]], skipped: list[str]
+) -> None:
+    """Write the configs of a provisioned batch; if one cannot be written, say how to get them."""
+    from pendant_backend.accounts import AccountError, write_device_config
+
+    for number, result in enumerate(batch):
+        if result.config is None:
+            skipped.append(result.device_id)
+            continue
+        path = out or settings.devices_dir / result.device_id / "config.json"
+        try:
+            write_device_config(path, result.config)
+        except OSError as exc:
+            unwritten = [r.device_id for r in batch[number:] if r.config is not None]
+            raise AccountError(
+                f"{', '.join(unwritten)} are provisioned but their configs could not be written to "
+                f"{path.parent.parent} ({exc.strerror}): make room or fix the folder, then give each a "
+                "new config with `pendant device rotate DEVICE_ID`"
+            ) from None
+        results.append(
+            {"device_id": result.device_id, "config_path": str(path), "mqtt": settings.mqtt_address}
+        )
+
+
+def _report_provisioned(
+    results: list[dict[str, Any]], skipped: list[str], settings: Any, *, as_json: bool
+) -> None:
+    """What a provisioning run did: one line for each device provisioned, and the skipped ones."""
     if as_json:
-        print_json(results[0] if len(results) == 1 else results)
+        print_json(results[0] if len(results) == 1 and not skipped else results)
         return
     for result in results:
         click.echo(
             f"provisioned {result['device_id']}; its config (with its password) is in {result['config_path']}"
+        )
+    if not skipped:
+        return
+    click.echo(f"{len(skipped)} devices were provisioned before and are left as they are")
+    lost = [d for d in skipped if not (settings.devices_dir / d / "config.json").exists()]
+    if lost:
+        click.echo(
+            f"{len(lost)} of them have no config in {settings.devices_dir} (e.g. {lost[0]}): "
+            f"give each a new one with `pendant device rotate DEVICE_ID`",
+            err=True,
         )
 
 
