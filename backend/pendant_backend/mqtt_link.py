@@ -23,7 +23,8 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +45,8 @@ _RETRY_AFTER_FAILURE_MIN_S, _RETRY_AFTER_FAILURE_MAX_S = 1.0, 30.0
 # An alarm must not wait long once the database is back: a link that carries alarms retries this often.
 RETRY_WITH_ALARMS_MAX_S = 2.0
 BATCH_SIZE = 100
+# The longest a batch waits for the alarm being handled (Priority): heartbeats are delayed, never stopped.
+YIELD_MAX_S = 1.0
 # How long a batch may wait for more messages while they keep arriving (it goes as soon as none is read).
 BATCH_WAIT_S = 0.005
 
@@ -103,6 +106,37 @@ def _use_tls(client: paho.Client, ca_file: Path | None) -> None:
         client.tls_set_context(tls_context(ca_file))
 
 
+class Priority:
+    """Alarms first, within one backend process. The alarm session holds it while it handles an alarm
+    (`first`); the ingest session waits until nobody holds it before it stores a batch (`wait_turn`), so
+    that a batch of heartbeats does not start while an alarm is being stored: with SQLite the two would
+    take turns at the one write lock, and the alarm, polling for it, kept losing to batches that follow
+    one another (measured: alarm p99 2.2 s under a heartbeat flood). A batch already running is finished
+    first. The wait is bounded, so a stream of alarms delays heartbeats but never stops them. Ingest
+    workers in other processes do not see it; they run where alarms do not (docs/scaling.md)."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def first(self) -> Iterator[None]:
+        with self._free:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._free:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._free.notify_all()
+
+    def wait_turn(self, timeout: float) -> bool:
+        """Wait until no alarm is being handled (at most `timeout` seconds); False if one still is."""
+        with self._free:
+            return self._free.wait_for(lambda: self._busy == 0, timeout)
+
+
 class MqttLink:
     """A persistent session that keeps itself connected and feeds `handler` until `stop()`.
 
@@ -133,8 +167,13 @@ class MqttLink:
         batch_handler: BatchHandler | None = None,
         batch_size: int = BATCH_SIZE,
         retry_max_s: float = _RETRY_AFTER_FAILURE_MAX_S,
+        holds: Priority | None = None,
+        yields_to: Priority | None = None,
     ) -> None:
         self.host, self.port = host, port
+        # `holds`: this session handles alarms and holds the priority while it does; `yields_to`: this
+        # session's batches wait for it.
+        self.holds, self.yields_to = holds, yields_to
         self.client_id = client_id or username
         self.subscriptions = tuple(subscriptions)
         self.retired = tuple(unsubscribe)
@@ -347,7 +386,11 @@ class MqttLink:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._received += 1
         if self.batch_handler is None:
-            self._handle_one(client, message)
+            if self.holds is None:
+                self._handle_one(client, message)
+            else:
+                with self.holds.first():
+                    self._handle_one(client, message)
             return
         if not self._batch:
             self._batch_started = time.monotonic()
@@ -359,6 +402,8 @@ class MqttLink:
         """Hand the open batch to the batch handler, then answer and acknowledge each of its messages."""
         batch, self._batch = self._batch, []
         assert self.batch_handler is not None
+        if self.yields_to is not None:
+            self.yields_to.wait_turn(YIELD_MAX_S)
         try:
             results = list(self.batch_handler([(m.topic, m.payload) for m in batch]))
             if len(results) != len(batch):

@@ -33,7 +33,7 @@ from pendant_backend.broker_endpoint import backend_endpoint
 from pendant_backend.db import engine_for
 from pendant_backend.ingest import Ingest, Outcome, Reply
 from pendant_backend.models import utc_now
-from pendant_backend.mqtt_link import BATCH_SIZE, RETRY_WITH_ALARMS_MAX_S, MqttLink
+from pendant_backend.mqtt_link import BATCH_SIZE, RETRY_WITH_ALARMS_MAX_S, MqttLink, Priority
 from pendant_backend.settings import Settings, secret_key
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,8 @@ class BackendService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules_thread: threading.Thread | None = None
+        # Alarms first: a batch of heartbeats waits while the alarm session stores an alarm.
+        self.priority = Priority()
         # The beat (pendant_backend.service_status): wall-clock times, as the console reads them.
         self.host = socket.gethostname()
         self.started_at: datetime | None = None
@@ -201,6 +203,7 @@ class BackendService:
                 unsubscribe=RETIRED_SUBSCRIPTIONS,
                 handler=self._handle,
                 retry_max_s=RETRY_WITH_ALARMS_MAX_S,
+                holds=self.priority,
             )
             self.rules = Rules(self.engine, self.settings, publish=self.link.publish)
             if self.settings.webhook_url:
@@ -241,6 +244,7 @@ class BackendService:
             handler=self._handle,
             batch_handler=self._handle_batch,
             batch_size=self.batch_size or BATCH_SIZE,
+            yields_to=self.priority,
         )
 
     def _device_changed(self, device_id: str) -> None:

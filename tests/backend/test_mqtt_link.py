@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import pytest
 
 from pendant_backend.ingest import Reply
-from pendant_backend.mqtt_link import MqttLink
+from pendant_backend.mqtt_link import MqttLink, Priority
 
 
 @dataclass
@@ -242,3 +243,55 @@ def test_a_link_names_its_own_session_and_drops_retired_subscriptions() -> None:
     assert link.client_id == "u-alarms"
     link._on_connect(Client(), None, Flags(), Reason(), None)
     assert unsubscribed == [["b/+"]]
+
+
+def test_a_batch_waits_while_the_alarm_session_handles_an_alarm() -> None:
+    priority = Priority()
+    alarm_started, alarm_may_finish = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def alarm_handler(topic, payload):
+        alarm_started.set()
+        assert alarm_may_finish.wait(5)
+        order.append("alarm stored")
+        return []
+
+    def batch(messages):
+        order.append("batch stored")
+        return [[] for _ in messages]
+
+    alarm_link = MqttLink(
+        host="127.0.0.1",
+        port=1,
+        username="a",
+        password="p",
+        subscriptions=["t/#"],
+        handler=alarm_handler,
+        holds=priority,
+    )
+    ingest_link = make_batch_link(batch)
+    ingest_link.yields_to = priority
+    alarm = threading.Thread(
+        target=alarm_link._on_message, args=(FakeClient(), None, Message(ALARM, b"a", mid=1))
+    )
+    alarm.start()
+    assert alarm_started.wait(5)
+    ingest = threading.Thread(
+        target=lambda: [
+            ingest_link._on_message(FakeClient(), None, Message(TELE, b"%d" % n, mid=n)) for n in (1, 2, 3)
+        ]
+    )
+    ingest.start()
+    ingest.join(0.3)
+    assert ingest.is_alive() and order == []  # the full batch waits for the alarm
+    alarm_may_finish.set()
+    alarm.join(5)
+    ingest.join(5)
+    assert order == ["alarm stored", "batch stored"]
+
+
+def test_the_wait_for_an_alarm_is_bounded() -> None:
+    priority = Priority()
+    with priority.first():
+        assert priority.wait_turn(0.05) is False  # held: the batch goes on after the bound
+    assert priority.wait_turn(0.05) is True
