@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, update
+from sqlalchemy import Engine, and_, bindparam, case, or_, update
 from sqlmodel import Session, col, func, select
 
 from pendant_backend import health, notify
@@ -33,6 +33,9 @@ MONITORED_LOAN_STATES = ("provisioned", "issued")
 HOURS_LEFT_STEP = health.HOURS_LEFT_STEP
 # Devices per transaction: the write lock is held for the writes of one chunk only.
 CHUNK = 500
+# Battery readings of a device's discharge run that a pass reads at most (about: the first and the last
+# are always read): the trend line's points.
+HISTORY_POINTS = 96
 # What a pass compares before it writes: a device whose inputs or stored health moved since it was read
 # (ingest, another pass) is left for the next tick, which reads it again.
 WATCHED = (*HEALTH_INPUTS, "health", "health_due_at", "connectivity", "battery", "health_flags")
@@ -126,17 +129,48 @@ def _latest_heartbeats(session: Session, devices: Sequence[Device]) -> dict[str,
 def _battery_histories(
     session: Session, device_ids: list[str], *, since: datetime
 ) -> dict[str, list[health.BatterySample]]:
+    """Each device's current discharge run (health.discharge_run: its readings off the charger since it
+    last charged, within the window), thinned in the database to at most about HISTORY_POINTS evenly
+    spaced readings, the first and the last always among them. A pendant heard every few seconds holds
+    thousands of readings a day; the trend line through an even thinning of them is the same line to
+    well within the figure's step (tests/backend/test_monitor.py measures it)."""
     histories: dict[str, list[health.BatterySample]] = defaultdict(list)
     if not device_ids:
         return histories
+    in_window = (
+        col(Heartbeat.device_id).in_(device_ids),
+        Heartbeat.received_at >= since,
+        col(Heartbeat.batt).is_not(None),
+    )
+    charged = (
+        select(Heartbeat.device_id, func.max(Heartbeat.received_at).label("at"))
+        .where(*in_window, col(Heartbeat.chg).is_(True))
+        .group_by(col(Heartbeat.device_id))
+        .subquery()
+    )
+    order = (col(Heartbeat.received_at), col(Heartbeat.id))
+    run = (
+        select(
+            Heartbeat.device_id,
+            Heartbeat.received_at,
+            Heartbeat.batt,
+            Heartbeat.chg,
+            func.row_number().over(partition_by=col(Heartbeat.device_id), order_by=order).label("rn"),
+            func.count().over(partition_by=col(Heartbeat.device_id)).label("n"),
+        )
+        .outerjoin(charged, charged.c.device_id == col(Heartbeat.device_id))
+        .where(*in_window, or_(charged.c.at.is_(None), col(Heartbeat.received_at) > charged.c.at))
+        .subquery()
+    )
+    # Row rn of n is kept where rn * K crosses a multiple of n: about K rows, evenly spread; all of them
+    # when n <= K.
+    kept = or_(run.c.rn == 1, run.c.rn == run.c.n, (run.c.rn * HISTORY_POINTS) % run.c.n < HISTORY_POINTS)
     # Core rows, not ORM ones: this is most of what a pass reads, and the column type already makes the
     # times aware UTC.
     rows = session.connection().execute(
-        select(Heartbeat.device_id, Heartbeat.received_at, Heartbeat.batt, Heartbeat.chg).where(
-            col(Heartbeat.device_id).in_(device_ids),
-            Heartbeat.received_at >= since,
-            col(Heartbeat.batt).is_not(None),
-        )
+        select(run.c.device_id, run.c.received_at, run.c.batt, run.c.chg)
+        .where(kept)
+        .order_by(run.c.device_id, run.c.rn)
     )
     for device_id, at, batt, chg in rows:
         histories[device_id].append(health.BatterySample(at=at, batt=batt, chg=chg))

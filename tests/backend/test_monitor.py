@@ -94,6 +94,45 @@ def test_hours_left_from_heartbeats(engine, ingest, clock) -> None:
     assert device.health["hours_left"] == pytest.approx(36.0, abs=0.1)
 
 
+def test_the_trend_reads_a_thinned_discharge_run_with_the_full_runs_figure(engine, ingest, clock) -> None:
+    rng = random.Random(7)
+    everything: list[health.BatterySample] = []
+
+    def beat(batt: int, chg: bool) -> None:
+        ingest.handle(topic("pd-0001", "tele"), tele(batt=batt, chg=chg, rssi=-70))
+        everything.append(health.BatterySample(at=clock(), batt=batt, chg=chg))
+        clock.advance(60)
+
+    for minute in range(120):  # off the charger, then on it: none of this is the current run
+        beat(70 - minute // 30, False)
+    for _ in range(10):
+        beat(90, True)
+    for minute in range(900):  # 15 h off the charger, 1.5 % an hour with a percent of noise
+        beat(round(95 - 1.5 * minute / 60 + rng.uniform(-1, 1)), False)
+    limits = monitor.limits_for(SETTINGS)
+    with Session(engine) as session:
+        device = session.get(Device, "pd-0001")
+        read = monitor.snapshot(session, device, now=clock(), settings=SETTINGS, limits=limits)
+    history = list(read.battery_history)
+    full_run = health.discharge_run(everything, clock(), limits)
+    assert len(full_run) == 900
+    assert len(history) <= monitor.HISTORY_POINTS + 2
+    assert not any(sample.chg for sample in history)
+    assert (history[0].at, history[-1].at) == (full_run[0].at, full_run[-1].at)
+    full = health.hours_left(everything, clock(), limits)
+    assert full is not None and full > 40
+    assert health.hours_left(history, clock(), limits) == pytest.approx(full, rel=0.02)
+    evaluate(engine, clock)
+    with Session(engine) as session:
+        stored = session.get(Device, "pd-0001").health["hours_left"]
+    assert stored == pytest.approx(full, rel=0.02)
+    beat(80, True)  # back on the charger: no run, no estimate
+    with Session(engine) as session:
+        device = session.get(Device, "pd-0001")
+        again = monitor.snapshot(session, device, now=clock(), settings=SETTINGS, limits=limits)
+    assert again.battery_history == []
+
+
 def test_gnss_stale_after_a_day_without_a_fix(engine, ingest, clock) -> None:
     ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, tst=None))
     evaluate(engine, clock)
