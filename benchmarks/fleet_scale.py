@@ -14,18 +14,20 @@ for an absent backend):
 
 1. baseline: the same heartbeat load to one plain subscriber (paho, QoS 1) with no backend: the
    broker's raw rate;
-2. the backend starts, the pendants reconnect (their births are stored), and the load runs again while
-   10 pendants raise alarms (the real payload, resent until `alarm/ack` as the firmware does, on an
-   accelerated backoff) and, halfway, a burst of junk arrives on device topics (not JSON, oversized,
-   wrong types, the rejected examples of docs/protocol-examples/invalid/, and accounts the database
-   does not know).
+2. the backend starts and the pendants reconnect (their births are stored);
+3. the fleet's own pace: N heartbeats per 180 s (sped up `--pace` times) while 10 pendants raise alarms
+   (the real payload, resent until `alarm/ack` as the firmware does, on an accelerated backoff): what
+   an alarm waits on a fleet that is not saturated;
+4. saturation: the baseline's load again with the same alarms and, halfway, a burst of junk on device
+   topics (not JSON, oversized, wrong types, the rejected examples of docs/protocol-examples/invalid/,
+   and accounts the database does not know).
 
 It prints: heartbeats persisted per second (rows counted in the database) against the broker's raw rate,
-alarm publish -> `alarm/ack` p50/p99/max, the CPU and RSS of the backend, the broker and the clients,
-the fleet summary's time (monitor.fleet_summary, during the load), the backend's CPU per persisted
-message, the rejection counts per reason as the backend kept them, and whether every valid alarm was
-stored and acked; then the issue's targets beside the figures. The heartbeat load is offered at
-`--rate` messages per second whatever N is, above what the backend stores, so that it runs saturated.
+alarm publish -> `alarm/ack` p50/p99/max in both phases, the CPU and RSS of the backend, the broker
+and the clients, the fleet summary's time (monitor.fleet_summary, during the load), the backend's CPU
+per persisted message, the rejection counts per reason as the backend kept them, and whether every
+valid alarm was stored and acked; then the issue's targets beside the figures. The saturating load is
+offered at `--rate` messages per second whatever N is, above what the backend stores.
 
 Provisioning is slow (about 64 ms per device before issue 11); `--data DIR` keeps the data folder (the
 broker's accounts, the database, the pendants' passwords in a 0600 file) for the next run, which
@@ -33,7 +35,7 @@ provisions only what is missing (the passwords are kept in <data>/secrets, 0600)
 real deployment's folder.
 
 Run: .venv/bin/python benchmarks/fleet_scale.py [--sizes 1000,5000,10000] [--db sqlite|postgres]
-     [--duration 20] [--rate 8000] [--workers 2] [--tls] [--data DIR] [--json FILE]
+     [--duration 20] [--rate 8000] [--pace 10] [--workers 2] [--tls] [--data DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ FW = "0.1.0"
 HEARTBEAT_S = 180  # the uptime a heartbeat stands for: each one is a new (boot, up)
 ACK_WAIT_S = 2.0  # the firmware's ack_timeout_s (30 s) shortened, doubling up to ACK_WAIT_MAX_S
 ACK_WAIT_MAX_S = 30.0
+# The heartbeat interval of a pendant in the field (docs/protocol.md), which --pace speeds up.
+HEARTBEAT_S = 180.0
 CONNECT_AT_ONCE = 100
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -269,6 +273,8 @@ class WorkerFleet:
         ]
         self.raisers = [p for p, a in zip(self.pendants, accounts, strict=False) if a.get("raiser")]
         self.heartbeats = 0
+        # Each raiser's alarm counter, across the phases: every phase's alarms are new alarms.
+        self._seq = {p.device_id: 0 for p in self.raisers}
         self._load: asyncio.Task[None] | None = None
         self._raising: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -325,7 +331,7 @@ class WorkerFleet:
     async def _raise_alarms(self, every: float) -> None:
         """Each raiser raises a new alarm every `every` seconds (staggered); every alarm without its ack is
         sent again after ACK_WAIT_S, then after twice the wait before (firmware/pendant/alarm.py)."""
-        seq = {p.device_id: 0 for p in self.raisers}
+        seq = self._seq
         nxt = {
             p.device_id: time.monotonic() + every * i / len(self.raisers) for i, p in enumerate(self.raisers)
         }
@@ -364,7 +370,8 @@ class WorkerFleet:
             self._resend(time.monotonic())
             await asyncio.sleep(0.05)
         fields = ("device_id", "alarm_id", "sent", "acked", "sends")
-        return {"alarms": [{f: getattr(r, f) for f in fields} for r in self.alarms.values()]}
+        phase, self.alarms = self.alarms, {}
+        return {"alarms": [{f: getattr(r, f) for f in fields} for r in phase.values()]}
 
     def junk(self, copies: int) -> dict[str, Any]:
         """The burst: every kind of junk `copies` times, from the raisers first (on their alarm topic,
@@ -770,6 +777,21 @@ def run_size(
                 break
             time.sleep(0.5)
         result["births_stored_s"] = births
+
+        # 2a. The fleet's own pace: N heartbeats per interval (sped up by --pace), with the alarms.
+        paced = n / HEARTBEAT_S * args.pace
+        result["paced_offered_per_s"] = paced
+        workers.call("start", rate=paced / len(workers.conns), alarms=True, alarm_every=args.alarm_every)
+        p0 = time.monotonic(), cpu_seconds(backend.pid)
+        time.sleep(window)
+        p1 = time.monotonic(), cpu_seconds(backend.pid)
+        workers.call("stop")
+        result["paced_backend_cpu_pct"] = (p1[1] - p0[1]) / (p1[0] - p0[0]) * 100
+        replies = workers.call("acks", timeout=args.ack_wait + 60, within=args.ack_wait)
+        paced_alarms = [a for reply in replies for a in reply["alarms"]]
+        result["paced"] = alarm_figures(engine, paced_alarms)
+
+        # 2b. Saturation: the baseline's load, with the alarms and, halfway, the junk burst.
         workers.call("start", rate=args.rate / len(workers.conns), alarms=True, alarm_every=args.alarm_every)
         load_started = time.monotonic()
         time.sleep(warmup)
@@ -907,6 +929,19 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
             f" {r['broker_cpu_pct']:11.0f} {r['broker_rss_mb']:7.0f} | {r['clients_cpu_pct']:12.0f} |"
             f" {max(r['summary_ms']):10.1f}"
         )
+    print(
+        f"at the fleet's own pace (N heartbeats per {HEARTBEAT_S:.0f} s, x{args.pace:g}), "
+        "with the same alarms:"
+    )
+    print("      N  offered/s | alarm p50   p99   max ms  acked/sent  stored | backend CPU%")
+    for r in results:
+        a = r["paced"]
+        print(
+            f"{r['n']:7d}  {r['paced_offered_per_s']:9.0f} |"
+            f" {show(a['alarm_p50_ms'], '{:9.1f}')} {show(a['alarm_p99_ms'], '{:5.1f}')}"
+            f" {show(a['alarm_max_ms'], '{:6.0f}')}  {a['alarms_acked']:5d}/{a['alarms']:<5d}"
+            f" {a['alarms_stored']:6d} | {r['paced_backend_cpu_pct']:12.0f}"
+        )
     for r in results:
         print(
             f"N={r['n']}: offered {r['offered_per_s']:.0f}/s with the backend "
@@ -918,17 +953,25 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
         print(f"  rejections the backend counted: {json.dumps(r['rejections'], sort_keys=True)}")
         if r["backlog_left"]:
             print("  (junk behind the heartbeats it had not stored yet was not counted before it stopped)")
-        valid = r["alarms"]
-        verdict = "yes" if r["alarms_stored"] == valid and r["alarms_acked"] == valid else "NO"
+        valid = r["alarms"] + r["paced"]["alarms"]
+        stored = r["alarms_stored"] + r["paced"]["alarms_stored"]
+        acked = r["alarms_acked"] + r["paced"]["alarms_acked"]
+        verdict = "yes" if stored == valid and acked == valid else "NO"
         print(
-            f"  every valid alarm stored and acked: {verdict} "
-            f"({r['alarms_stored']} stored, {r['alarms_acked']} acked of {valid})"
+            f"  every valid alarm of both phases stored and acked: {verdict} "
+            f"({stored} stored, {acked} acked of {valid})"
         )
     last, first = results[-1], results[0]
     print(f"targets at N={last['n']} (issue 11):")
+    paced_p99 = last["paced"]["alarm_p99_ms"]
     targets = [
         (
-            "alarm p99 <= 100 ms",
+            f"alarm p99 <= 100 ms at the fleet's pace (x{args.pace:g})",
+            paced_p99 is not None and paced_p99 <= TARGET_ALARM_P99_MS,
+            f"{show(paced_p99, '{:.1f}')} ms",
+        ),
+        (
+            "alarm p99 <= 100 ms under saturation",
             last["alarm_p99_ms"] is not None and last["alarm_p99_ms"] <= TARGET_ALARM_P99_MS,
             f"{show(last['alarm_p99_ms'], '{:.1f}')} ms",
         ),
@@ -979,6 +1022,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per phase")
     parser.add_argument("--rate", type=float, default=8000.0, help="heartbeats offered per second, in all")
     parser.add_argument("--alarm-every", type=float, default=1.0, help="seconds between a raiser's alarms")
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=10.0,
+        help="the paced phase's speed-up of the fleet's real heartbeat rate (N per 180 s)",
+    )
     parser.add_argument("--junk", type=int, default=20, help="copies of each kind of junk in the burst")
     parser.add_argument("--workers", type=int, default=2, help="processes the pendants are spread over")
     parser.add_argument("--tls", action="store_true", help="pendants use the TLS listener (default: plain)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ from pendant_backend.models import Alarm, AlarmLocation, AuditEvent, iso, utc_no
 log = logging.getLogger(__name__)
 
 SYSTEM = "system"
+# session.info key: the events of an open `deferred` block, not written yet.
+_PENDING = "audit_pending"
 VERIFIED = "audit_verified"
 
 
@@ -77,30 +80,85 @@ def append(
     device_id: str | None = None,
     alarm_pk: int | None = None,
     data: Mapping[str, Any] | None = None,
-) -> AuditEvent:
-    """Add one event to the chain, in the caller's transaction (so it commits with the change it records)."""
+) -> AuditEvent | None:
+    """Add one event to the chain, in the caller's transaction (so it commits with the change it records),
+    and return it; inside `deferred(session)` it is written when that block ends, and this returns None."""
+    event_fields = {
+        "kind": kind,
+        "at": at,
+        "actor": actor,
+        "device_id": device_id,
+        "alarm_pk": alarm_pk,
+        "data": dict(data or {}),
+    }
+    pending = session.info.get(_PENDING)
+    if pending is not None:
+        pending.append(event_fields)
+        return None
+    return _write(session, [event_fields])[0]
+
+
+@contextmanager
+def deferred(session: Session) -> Iterator[None]:
+    """The appends made in this block are written, in order, when it ends (and dropped if it raises).
+
+    On PostgreSQL the chain's lock is then held from those writes to the commit, not from the first
+    append: a transaction that works on after its first event (an ingest batch that extends an alarm's
+    trail early on) no longer keeps an alarm's own `alarm_received` waiting for all of its work. The
+    block must end before the commit; `_refuse_unwritten` stops a commit that would drop events."""
+    if _PENDING in session.info:
+        raise RuntimeError("audit.deferred() is already open on this session")
+    session.info[_PENDING] = []
+    try:
+        yield
+    except BaseException:
+        session.info.pop(_PENDING, None)
+        raise
+    events = session.info.pop(_PENDING)
+    if events:
+        _write(session, events)
+
+
+def _write(session: Session, events: list[dict[str, Any]]) -> list[AuditEvent]:
     lock_audit_chain(session)
     last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, chain.GENESIS)
-    at_text = iso(at)
-    body = chain.event_body(
-        seq=seq, at=at_text, kind=kind, actor=actor, device_id=device_id, alarm_pk=alarm_pk, data=data or {}
-    )
-    item = AuditEvent(
-        seq=seq,
-        at=at,
-        kind=kind,
-        actor=actor,
-        device_id=device_id,
-        alarm_pk=alarm_pk,
-        body=body,
-        prev_hash=prev_hash,
-        hash=chain.link_hash(prev_hash, body),
-    )
-    session.add(item)
+    seq, prev_hash = (last.seq, last.hash) if last else (0, chain.GENESIS)
+    heads = session.info.setdefault("audit_heads", [])
+    written: list[AuditEvent] = []
+    for fields in events:
+        seq += 1
+        body = chain.event_body(
+            seq=seq,
+            at=iso(fields["at"]),
+            kind=fields["kind"],
+            actor=fields["actor"],
+            device_id=fields["device_id"],
+            alarm_pk=fields["alarm_pk"],
+            data=fields["data"],
+        )
+        item = AuditEvent(
+            seq=seq,
+            at=fields["at"],
+            kind=fields["kind"],
+            actor=fields["actor"],
+            device_id=fields["device_id"],
+            alarm_pk=fields["alarm_pk"],
+            body=body,
+            prev_hash=prev_hash,
+            hash=chain.link_hash(prev_hash, body),
+        )
+        session.add(item)
+        written.append(item)
+        prev_hash = item.hash
+        heads.append((seq, item.hash))
     session.flush()
-    session.info.setdefault("audit_heads", []).append((seq, item.hash))
-    return item
+    return written
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_unwritten(session: Session) -> None:
+    if session.info.get(_PENDING):
+        raise RuntimeError("a commit inside audit.deferred() would drop its audit events")
 
 
 @event.listens_for(Session, "after_commit")

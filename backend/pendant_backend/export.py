@@ -189,7 +189,7 @@ def record_verification(
         alarm = session.get(Alarm, alarm_data.get("id")) if isinstance(alarm_data.get("id"), int) else None
         if alarm is not None and alarm.ref != alarm_data.get("ref"):
             alarm = None
-        return audit.append(
+        event = audit.append(
             session,
             kind=VERIFIED,
             at=utc_now(),
@@ -205,3 +205,5 @@ def record_verification(
                 "problems": len(problems),
             },
         )
+        assert event is not None  # written at once: no deferred block is open here
+        return event

@@ -297,7 +297,9 @@ class Ingest:
         """One transaction for the whole run: (an Outcome per message, the unknown devices' messages)."""
         outcomes: list[Outcome] = []
         rejected: list[tuple[str, str]] = []
-        with session_scope(self.engine) as session, session.no_autoflush:
+        # Audit events (trail points of open alarms) are written at the end: the chain stays free for an
+        # alarm's transaction while this one works.
+        with session_scope(self.engine) as session, session.no_autoflush, audit.deferred(session):
             now = self.clock()
             ids = sorted({item.device_id for item in run})
             # Locked in one order (PostgreSQL), so that two workers never wait for each other in a circle.
@@ -328,9 +330,11 @@ class Ingest:
                         continue
                     seen.add(key)
                     self._touch(device, now)
-                    if item.device_id not in open_alarms:
+                    # Only a heartbeat with a fix adds to the trails of the device's open alarms.
+                    if item.record.loc is not None and item.device_id not in open_alarms:
                         open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
-                    self._apply_heartbeat(session, device, item.record, now, open_alarms[item.device_id])
+                    trails = open_alarms.get(item.device_id, [])
+                    self._apply_heartbeat(session, device, item.record, now, trails)
                     rows.append(self._heartbeat_row(item.device_id, item.record, now))
                 else:
                     self._touch(device, now)

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from pendant_backend import audit, retention
 from pendant_backend.alarms import acknowledge_alarm, resolve_alarm
+from pendant_backend.db import AUDIT_LOCK_KEY, session_scope
 from pendant_backend.models import AuditEvent
 
 
@@ -126,3 +127,49 @@ def test_erasure_and_retention_leave_a_chain_that_verifies(engine, story, clock)
         erased = session.exec(select(AuditEvent).where(AuditEvent.kind == "device_erased")).one()
     assert erased.actor == "it" and "request 7" not in erased.body
     assert json.loads(erased.body)["data"]["counts"]["alarms"] == 1
+
+
+def test_deferred_appends_are_written_in_order_when_the_block_ends(engine, story, clock) -> None:
+    before = kinds(engine)
+    with session_scope(engine) as session, audit.deferred(session):
+        audit.append(session, kind="first_deferred", at=clock())
+        audit.append(session, kind="second_deferred", at=clock(), data={"n": 2})
+        assert kinds(engine) == before  # nothing written yet, by this session or any other
+    assert kinds(engine) == [*before, "first_deferred", "second_deferred"]
+    assert audit.verify_database(engine) == []
+
+
+def test_deferred_appends_of_a_block_that_raises_are_dropped(engine, story, clock) -> None:
+    before = kinds(engine)
+    with pytest.raises(ZeroDivisionError), session_scope(engine) as session, audit.deferred(session):
+        audit.append(session, kind="never_written", at=clock())
+        _ = 1 / 0
+    assert kinds(engine) == before
+
+
+def test_a_commit_inside_a_deferred_block_is_refused(engine, clock) -> None:
+    with Session(engine) as session, audit.deferred(session):
+        audit.append(session, kind="left_behind", at=clock())
+        with pytest.raises(RuntimeError, match="drop its audit events"):
+            session.commit()
+        session.rollback()
+
+
+def test_a_deferred_block_takes_the_chains_lock_only_at_its_end(engine, story, clock) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the chain's lock is PostgreSQL's advisory lock; SQLite locks the whole database")
+
+    def chain_is_free() -> bool:
+        with engine.connect() as other:
+            free = other.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": AUDIT_LOCK_KEY}).scalar()
+            if free:
+                other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": AUDIT_LOCK_KEY})
+            return bool(free)
+
+    with session_scope(engine) as session:
+        with audit.deferred(session):
+            audit.append(session, kind="late_lock", at=clock())
+            assert chain_is_free()
+        assert not chain_is_free()  # written: held until the commit
+    assert chain_is_free()
+    assert kinds(engine)[-1] == "late_lock"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from pendant_backend import alarms, audit, chain, commands, payloads, queries
 from pendant_backend.db import make_engine, session_scope
@@ -576,6 +576,22 @@ def test_an_alarm_in_a_batch_is_stored_on_its_own_and_acked(ingest: Ingest, engi
     assert alarm.kind == "panic" and alarm.fallback is not None
     # The heartbeat after it adds a point to the open alarm's trail.
     assert [p.source for p in alarms.trail(engine, alarm_pk=alarm.id)] == ["alarm", "tele"]
+
+
+def test_trail_points_of_a_batch_are_audited_at_its_end_and_verify(ingest: Ingest, engine) -> None:
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(1)), (EVT_TOPIC, fallback()), (TELE_TOPIC, heartbeat(2))])
+    [alarm] = stored_alarms(engine)
+    points = alarms.trail(engine, alarm_pk=alarm.id)
+    assert [p.source for p in points] == ["alarm", "tele", "tele"]
+    with Session(engine) as session:
+        events = list(session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))))
+    # One event per point, in the order of the points, and the fallback report's between them: in the
+    # order the batch appended them.
+    located = [json.loads(e.body)["data"]["point"] for e in events if e.kind == "alarm_location"]
+    assert located == [p.id for p in points]
+    assert [e.kind for e in events][-3:] == ["alarm_location", "alarm_fallback", "alarm_location"]
+    assert audit.verify_database(engine) == []
 
 
 def test_a_fallback_report_in_a_batch_before_its_alarm_on_the_other_session(ingest: Ingest, engine) -> None:
