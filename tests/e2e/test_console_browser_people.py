@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ class Site:
     web: BackgroundWebServer
     browser: Any
     alarm_pk: int
-    passwords: dict[str, str]
+    # Kept out of the repr: a failure report prints the fixture, and no report may hold a password.
+    passwords: dict[str, str] = field(repr=False)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,9 @@ class BenchBroker:
     tests' own MQTT client."""
 
     port: int
-    passwords: dict[str, str]
-    backend_login: tuple[str, str]
+    # Kept out of the repr: a failure report prints the fixture, and no report may hold a password.
+    passwords: dict[str, str] = field(repr=False)
+    backend_login: tuple[str, str] = field(repr=False)
 
     def connect_line(self, device_id: str = "pd-0001", clean: int = 1, *, password: str | None = None) -> str:
         """AT+CMQTTCONNECT for client 0 with the device's credentials (or another `password`)."""

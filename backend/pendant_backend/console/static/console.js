@@ -18,6 +18,7 @@ const PendantConsole = (() => {
     sessionEnded: false,
     queueTimer: null,
     fleetTimer: null,
+    draft: null, // the resolve form's contents across a swap of the alarm view
   };
 
   // ---- what is on screen ---------------------------------------------------------------------
@@ -172,6 +173,32 @@ const PendantConsole = (() => {
     if (target) htmx.ajax("GET", "/console/queue", { target: target, swap: "innerHTML" });
   }
 
+  // What a dispatcher has chosen and typed in the resolve form survives a refresh of the same alarm
+  // (a live update swaps the whole view in while she writes her note).
+  function resolveDraft() {
+    const form = document.querySelector("#alarm-details form.resolve");
+    const detail = form && form.closest(".alarm-detail");
+    if (!detail) return null;
+    const active = document.activeElement;
+    return {
+      alarm: detail.dataset.alarm,
+      values: Array.from(form.elements).filter((field) => field.name).map((field) => [field.name, field.value]),
+      focused: active && form.contains(active) ? active.name : null,
+    };
+  }
+
+  function restoreDraft(draft) {
+    const form = document.querySelector("#alarm-details form.resolve");
+    const detail = form && form.closest(".alarm-detail");
+    if (!draft || !detail || detail.dataset.alarm !== draft.alarm) return;
+    for (const [name, value] of draft.values) {
+      const field = form.elements.namedItem(name);
+      if (field && value) field.value = value;
+    }
+    const focused = draft.focused && form.elements.namedItem(draft.focused);
+    if (focused) focused.focus();
+  }
+
   function refreshDetails(pk) {
     if (pk) htmx.ajax("GET", "/console/alarms/" + pk + "/details", { target: "#alarm-details", swap: "innerHTML" });
   }
@@ -305,10 +332,15 @@ const PendantConsole = (() => {
   // ---- wiring --------------------------------------------------------------------------------
 
   function init() {
+    document.addEventListener("htmx:beforeSwap", (event) => {
+      if (event.detail.target.id === "alarm-details") state.draft = resolveDraft();
+    });
     document.addEventListener("htmx:afterSwap", (event) => {
       const target = event.detail.target;
       if (target.id === "queue" || target.id === "queue-watch") updateAlert();
       if (target.id === "alarm-details") {
+        restoreDraft(state.draft);
+        state.draft = null;
         const pk = selectedAlarm();
         const pane = $("map-pane");
         if (pane) pane.hidden = !pk;
