@@ -10,10 +10,14 @@ Prints, in one run:
 - where the time goes: the database's hash now and PBKDF2 (100,000 rounds, the hash before), and, at
   the final fleet size, one device alone in a control message against `--batch` devices in one: equal
   costs per device mean the broker saves its file once per command, not once per message;
-- a check: 20 provisioned devices, chosen at random, connect with their config.
+- a check: 20 provisioned devices, chosen at random, connect with their config;
+- offline (`pendant device provision --offline`): the same `--devices` on a third fresh broker, stopped,
+  written straight into its dynamic-security file (one save per batch), then the broker started and 20
+  of them, chosen at random, connecting. `--mode offline` runs only this part (10,000 devices through
+  the running broker take many minutes).
 
 Run: .venv/bin/python benchmarks/provision_fleet.py [--devices 1000] [--baseline 100] [--batch 50]
-     [--db-url postgresql://...]
+     [--offline-batch 500] [--mode both|online|offline] [--db-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -93,9 +97,18 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=100, help="devices provisioned one by one")
     parser.add_argument("--batch", type=int, default=50, help="devices to a control message")
     parser.add_argument(
+        "--offline-batch", type=int, default=500, help="devices to a save of the file, offline"
+    )
+    parser.add_argument(
         "--db-url",
         help="default: SQLite in each temporary data folder (PostgreSQL: drop "
         "its tables between runs yourself)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("both", "online", "offline"),
+        default="both",
+        help="online: baseline and batches through the running broker; offline: with the broker stopped",
     )
     args = parser.parse_args()
     print(
@@ -105,10 +118,45 @@ def main() -> None:
                 "baseline": args.baseline,
                 "batch": args.batch,
                 "db": (args.db_url or "sqlite").split(":")[0],
+                "mode": args.mode,
             }
         )
     )
+    if args.mode != "offline":
+        online(args)
+    if args.mode != "online":
+        offline(args)
 
+
+def offline(args: argparse.Namespace) -> None:
+    """Provision `--devices` with the broker stopped, then start it and check a sample connects."""
+    with fresh_broker(args.db_url) as (settings, broker):
+        broker.stop()
+        engine = make_engine(settings.db_url)
+        ids = [f"pd-{n:05d}" for n in range(args.devices)]
+        configs: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        for batch in provision_many(
+            settings, ids, engine=engine, batch_size=args.offline_batch, offline=True
+        ):
+            configs.extend(r.config for r in batch if r.config is not None)
+        total = time.perf_counter() - started
+        engine.dispose()
+        started = time.perf_counter()
+        broker.start()
+        start_s = time.perf_counter() - started
+        sample = random.sample(configs, min(20, len(configs)))
+        ok = sum(connects(settings, config) for config in sample)
+        print(
+            f"offline, broker stopped, {args.offline_batch} to a save: {len(configs)} devices in "
+            f"{total:.1f} s, {ms(total, len(configs))} each; the broker then started in {start_s:.1f} s "
+            f"with a {broker.dynsec_path.stat().st_size / 1e6:.1f} MB file; {ok}/{len(sample)} sampled "
+            "devices connected"
+        )
+
+
+def online(args: argparse.Namespace) -> None:
+    """The baseline one by one, then batches through the running broker."""
     with fresh_broker(args.db_url) as (settings, _):
         engine = make_engine(settings.db_url)
         started = time.perf_counter()

@@ -18,10 +18,10 @@ import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +38,7 @@ from pendant_backend.broker import (
 )
 from pendant_backend.broker_endpoint import backend_endpoint
 from pendant_backend.db import engine_for, session_scope
+from pendant_backend.dynsec_file import open_dynsec_file
 from pendant_backend.models import Device, utc_now
 from pendant_backend.mqtt_link import RequestSession
 from pendant_backend.settings import Settings
@@ -51,6 +52,9 @@ CA_FILE = "ca.pem"  # on the pendant's flash beside config.json
 _LEGACY_SCHEME = "pbkdf2_sha256"  # the hashes of devices provisioned before batches, still verified
 _HASH_SCHEME = "sha256"
 BATCH_SIZE = 50  # devices to a control message and to a transaction
+# Offline, a batch is one save of the whole file: bigger batches, fewer saves (10,000 devices: 112 s at
+# 50 to a save, 27 s at 500, docs/performance.md).
+OFFLINE_BATCH_SIZE = 500
 # A batch's control message waits for the broker to save its file once per command (2 per device).
 BATCH_TIMEOUT_S = 300.0
 _SURVEY_SIZE = 500  # devices to a look-up message
@@ -58,6 +62,13 @@ _SURVEY_SIZE = 500  # devices to a look-up message
 
 class AccountError(BackendError):
     """A device account could not be created or revoked."""
+
+
+class DynsecSession(Protocol):
+    """Where control messages go: the running broker (mqtt_link.RequestSession) or, with the broker
+    stopped, its file (dynsec_file.DynsecFile)."""
+
+    def call(self, payload: bytes, is_response: Callable[[bytes], bool]) -> bytes: ...
 
 
 def check_device_id(device_id: str) -> str:
@@ -143,9 +154,18 @@ def pendant_files(config: dict[str, Any]) -> dict[str, bytes]:
 
 @contextmanager
 def dynsec_session(
-    settings: Settings, *, broker_secrets: BrokerSecrets | None = None, timeout: float = 10.0
-) -> Iterator[RequestSession]:
-    """One admin connection to the dynamic-security API, for many calls (e.g. provisioning a batch)."""
+    settings: Settings,
+    *,
+    broker_secrets: BrokerSecrets | None = None,
+    timeout: float = 10.0,
+    offline: bool = False,
+) -> Iterator[DynsecSession]:
+    """One admin connection to the dynamic-security API, for many calls (e.g. provisioning a batch);
+    with `offline`, the plugin's file itself while the broker is stopped (pendant_backend.dynsec_file)."""
+    if offline:
+        with open_dynsec_file(settings) as document:
+            yield document
+        return
     broker_secrets = broker_secrets or load_secrets(settings)
     with RequestSession(
         **backend_endpoint(settings).client_options(),
@@ -164,7 +184,7 @@ def dynsec_call(
     *,
     broker_secrets: BrokerSecrets | None = None,
     timeout: float = 10.0,
-    session: RequestSession | None = None,
+    session: DynsecSession | None = None,
 ) -> list[dict[str, Any]]:
     """Send `commands` to the dynamic-security plugin as the admin account; return its responses in order.
 
@@ -257,7 +277,7 @@ def _span(device_ids: list[str]) -> str:
 
 
 def _survey(
-    settings: Settings, session: RequestSession, engine: Engine, device_ids: list[str]
+    settings: Settings, session: DynsecSession, engine: Engine, device_ids: list[str]
 ) -> list[_Found]:
     """Look up the devices in the database and on the broker (read-only commands, which the broker
     never saves), `_SURVEY_SIZE` devices to a control message."""
@@ -295,7 +315,7 @@ def _refused(refusals: list[str], total: int) -> AccountError:
 
 
 def _remove_accounts(
-    settings: Settings, session: RequestSession, *, clients: list[str], roles: list[str]
+    settings: Settings, session: DynsecSession, *, clients: list[str], roles: list[str]
 ) -> None:
     """Delete these broker clients and device roles in one control message (an undo)."""
     commands = [{"command": "deleteClient", "username": d} for d in clients]
@@ -304,7 +324,7 @@ def _remove_accounts(
         dynsec_call(settings, commands, session=session)
 
 
-def _create_accounts(settings: Settings, session: RequestSession, batch: list[_Found]) -> dict[str, str]:
+def _create_accounts(settings: Settings, session: DynsecSession, batch: list[_Found]) -> dict[str, str]:
     """Create the broker accounts of `batch` in one control message and return their passwords. If the
     broker refuses any command, what this message created is deleted again and AccountError says why."""
     passwords = {found.device_id: new_password() for found in batch}
@@ -351,7 +371,7 @@ def _create_accounts(settings: Settings, session: RequestSession, batch: list[_F
 
 def _provision_batch(
     settings: Settings,
-    session: RequestSession,
+    session: DynsecSession,
     engine: Engine,
     batch: list[_Found],
     *,
@@ -391,7 +411,7 @@ def _reason(exc: Exception) -> str:
 
 def _provision_all(
     settings: Settings,
-    session: RequestSession,
+    session: DynsecSession,
     engine: Engine,
     device_ids: list[str],
     *,
@@ -449,22 +469,30 @@ def provision_many(
     engine: Engine | None = None,
     actor: str = audit.SYSTEM,
     resume: bool = False,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     timeout: float = BATCH_TIMEOUT_S,
-    session: RequestSession | None = None,
+    session: DynsecSession | None = None,
+    offline: bool = False,
 ) -> Iterator[list[Provisioned]]:
     """Provision many devices; yields each batch once it is complete (broker accounts and records), so
     that the caller saves its configs before the next batch begins.
 
-    Each batch of `batch_size` devices is one control message to the broker (a role and an account per
-    device) and one database transaction (the rows, a `device_provisioned` audit event each, the first
-    configs queued). A batch either completes or is undone. Before any change every device is looked
-    up: one that is decommissioned or already provisioned (or, without `resume`, has a broker account
-    that the database does not record) refuses the whole call with AccountError and nothing changes.
-    A failure later raises BatchError naming the devices done and those not; `resume=True` skips the
-    devices an earlier run completed (yielded with config None) and replaces accounts that an
-    interrupted run left without a record, so the same call again finishes the job.
+    Each batch of `batch_size` devices (default BATCH_SIZE) is one control message to the broker (a
+    role and an account per device) and one database transaction (the rows, a `device_provisioned`
+    audit event each, the first configs queued). A batch either completes or is undone. Before any
+    change every device is looked up: one that is decommissioned or already provisioned (or, without
+    `resume`, has a broker account that the database does not record) refuses the whole call with
+    AccountError and nothing changes. A failure later raises BatchError naming the devices done and
+    those not; `resume=True` skips the devices an earlier run completed (yielded with config None)
+    and replaces accounts that an interrupted run left without a record, so the same call again
+    finishes the job.
+
+    With `offline` the broker must be stopped: the accounts go straight into its dynamic-security file,
+    written once per batch (pendant_backend.dynsec_file), which the running plugin cannot do (it
+    rewrites the whole file per command: quadratic in the fleet); batches default to
+    OFFLINE_BATCH_SIZE. Everything else is the same.
     """
+    batch_size = batch_size or (OFFLINE_BATCH_SIZE if offline else BATCH_SIZE)
     ids = [check_device_id(d) for d in device_ids]
     repeated = sorted(d for d, n in Counter(ids).items() if n > 1)
     if repeated:
@@ -473,7 +501,7 @@ def provision_many(
         return
     engine = engine or engine_for(settings)
     if session is None:
-        with dynsec_session(settings, timeout=timeout) as own:
+        with dynsec_session(settings, timeout=timeout, offline=offline) as own:
             yield from _provision_all(
                 settings, own, engine, ids, apn=apn, actor=actor, resume=resume, batch_size=batch_size
             )
@@ -506,7 +534,7 @@ def provision_device(
     engine: Engine | None = None,
     timeout: float = 10.0,
     actor: str = audit.SYSTEM,
-    session: RequestSession | None = None,
+    session: DynsecSession | None = None,
 ) -> dict[str, Any]:
     """Create a broker account for `device_id` and return its config.json as a dict.
 
@@ -530,7 +558,7 @@ def _record_provisioned(engine: Engine, password_hashes: dict[str, str], actor: 
     chain and its first config (retained on the broker, there when the pendant first connects)."""
     now = utc_now()
     device_ids = list(password_hashes)
-    with session_scope(engine) as db:
+    with session_scope(engine) as db, audit.deferred(db):
         rows = {
             row.device_id: row for row in db.exec(select(Device).where(col(Device.device_id).in_(device_ids)))
         }
@@ -547,7 +575,7 @@ def _record_provisioned(engine: Engine, password_hashes: dict[str, str], actor: 
             configs.publish_device(db, device, now=now)
 
 
-def _delete_account(settings: Settings, device_id: str, session: RequestSession | None) -> bool:
+def _delete_account(settings: Settings, device_id: str, session: DynsecSession | None) -> bool:
     """Delete the device's client (the broker disconnects it at once) and its role; True if it existed."""
     responses = dynsec_call(
         settings,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -23,6 +24,8 @@ import ssl
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +174,7 @@ def _ingest_client(broker_secrets: BrokerSecrets) -> dict[str, object]:
     # Not bound to one client id: every worker has its own session (pendant_backend.service names them).
     return {
         "username": broker_secrets.ingest_username,
-        "textName": "pendant backend ingest workers (heartbeats, status, events, command results)",
+        "textname": "pendant backend ingest workers (heartbeats, status, events, command results)",
         **dynsec_password_fields(broker_secrets.ingest_password),
         "roles": [{"rolename": _INGEST_ROLE}],
     }
@@ -225,13 +228,13 @@ def dynsec_document(broker_secrets: BrokerSecrets) -> dict[str, object]:
         "clients": [
             {
                 "username": broker_secrets.admin_username,
-                "textName": "pendant provisioning (dynamic-security API only)",
+                "textname": "pendant provisioning (dynamic-security API only)",
                 **dynsec_password_fields(broker_secrets.admin_password),
                 "roles": [{"rolename": _ADMIN_ROLE}],
             },
             {
                 "username": broker_secrets.backend_username,
-                "textName": "pendant backend ingest",
+                "textname": "pendant backend ingest",
                 # Bound so that only one backend holds the persistent session at a time.
                 "clientid": broker_secrets.backend_username,
                 **dynsec_password_fields(broker_secrets.backend_password),
@@ -459,6 +462,11 @@ class Broker:
         """
         if self.is_running():
             raise BrokerError(f"this broker is already running (pid {self.pid})")
+        # Until it has read its accounts file, nobody else may write it (pendant_backend.dynsec_file).
+        with accounts_lock(self.settings, holder="the broker's start"):
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> BrokerSecrets:
         broker_secrets = self.prepare()
         s = self.settings
         if s.mqtt_plain and _accepts_connections(s.mqtt_host, s.mqtt_port):
@@ -634,6 +642,25 @@ def install_certificates(folder: Path, tls: TlsFiles, broker_user: pwd.struct_pa
             raise BrokerError(f"cannot read {source} for the broker: {exc.strerror}") from None
         write_private_file(folder / name, data)
         _give_to(folder / name, broker_user)
+
+
+@contextmanager
+def accounts_lock(settings: Settings, *, holder: str) -> Iterator[None]:
+    """Hold the lock on the broker's accounts file, or raise BrokerError at once if it is held:
+    by `Broker.start` until the broker has read the file, by `open_dynsec_file` while it edits it."""
+    settings.broker_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    fd = os.open(settings.broker_dir / "accounts.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BrokerError(
+                f"the broker's accounts in {settings.broker_dir} are in use ({holder} must wait): a broker "
+                "is starting, or provisioning with --offline is writing them; try again when it is done"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def running_broker_pid(settings: Settings) -> int | None:

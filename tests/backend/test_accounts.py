@@ -23,8 +23,9 @@ from pendant_backend.accounts import (
     verify_password,
     write_device_config,
 )
-from pendant_backend.broker import device_role_acls, device_role_name, new_password
+from pendant_backend.broker import BrokerError, device_role_acls, device_role_name, new_password
 from pendant_backend.db import engine_for
+from pendant_backend.dynsec_file import DynsecFile, DynsecFileError, open_dynsec_file
 from pendant_backend.models import AuditEvent, Device
 from pendant_backend.mqtt_link import BrokerUnavailable
 from pendant_backend.settings import Settings
@@ -332,3 +333,112 @@ def test_hashes_of_the_earlier_scheme_still_verify() -> None:
     assert not verify_password("another", legacy)
     assert verify_password("now", hash_password("now")) and not verify_password("no", hash_password("now"))
     assert not verify_password("now", "sha256$not-base64!$x")
+
+
+# ---- with the broker stopped: its file (pendant_backend.dynsec_file) ---------------------------------
+
+
+def _commands() -> list[dict]:
+    """A control message with every command provisioning and revoking send, succeeding and failing."""
+    role, other = device_role_name("pd-0900"), device_role_name("pd-0901")
+    return [
+        {"command": "createRole", "rolename": role, "acls": device_role_acls("pd-0900")},
+        {
+            "command": "createClient",
+            "username": "pd-0900",
+            "password": "pw-0900",
+            "clientid": "pd-0900",
+            "textname": "pendant pd-0900",
+            "roles": [{"rolename": role}],
+        },
+        {"command": "createClient", "username": "pd-0900", "password": "again"},
+        {"command": "createRole", "rolename": role},
+        {"command": "createClient", "username": "pd-0902", "password": "x", "roles": [{"rolename": "nope"}]},
+        {"command": "getClient", "username": "pd-0900"},
+        {"command": "getClient", "username": "pd-0999"},
+        {"command": "getRole", "rolename": "device:pd-0999"},
+        {"command": "deleteClient", "username": "pd-0999"},
+        {"command": "deleteRole", "rolename": "device:pd-0999"},
+        {"command": "createRole", "rolename": other, "acls": device_role_acls("pd-0901")},
+        {
+            "command": "createClient",
+            "username": "pd-0901",
+            "password": "pw-0901",
+            "roles": [{"rolename": other}],
+        },
+        # Revoking's order: the account, then its role (Mosquitto 2.0.11 leaves a client that held a
+        # deleted role with a dangling entry, so nothing here deletes a role that is still held).
+        {"command": "deleteClient", "username": "pd-0901"},
+        {"command": "deleteRole", "rolename": other},
+        {"command": "getRole", "rolename": other},
+        {"command": "deleteClient", "username": "pd-0900"},
+        {"command": "getClient", "username": "pd-0900"},
+    ]
+
+
+def _shown(responses: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "correlationData"} for r in responses]
+
+
+def _accounts(path: Path) -> tuple[dict, dict]:
+    """The file's clients (without the salted hash, which differs by design) and roles (ACLs sorted, in
+    the order the plugin keeps them in its memory, not the order it writes)."""
+    document = json.loads(path.read_text())
+    clients = {
+        c["username"]: {k: v for k, v in c.items() if k not in ("password", "salt")}
+        for c in document["clients"]
+    }
+    roles = {
+        # The plugin writes the default priority out; the project's first file leaves it implied.
+        r["rolename"]: sorted(json.dumps({"priority": 0, **acl}, sort_keys=True) for acl in r.get("acls", []))
+        for r in document["roles"]
+    }
+    return clients, roles
+
+
+def test_the_file_answers_and_saves_as_the_running_plugin_does(broker) -> None:
+    settings, path = broker.settings, broker.broker.dynsec_path
+    broker.broker.stop()
+    before = path.read_bytes()
+    broker.broker.start()
+    by_broker = dynsec_call(settings, _commands())
+    broker.broker.stop()  # the plugin saved after each change
+    saved_by_broker = _accounts(path)
+    path.write_bytes(before)
+    by_file = dynsec_call(settings, _commands(), session=DynsecFile(path))
+    assert _shown(by_file) == _shown(by_broker)
+    assert _accounts(path) == saved_by_broker
+    assert "error" in by_broker[2] and "error" not in by_broker[0]  # the message does fail and succeed
+
+
+def test_devices_provisioned_offline_connect_with_accounts_of_their_own(broker, mqtt_client) -> None:
+    settings = broker.settings
+    broker.broker.stop()
+    results = provisioned(settings, FLEET[:12], batch_size=5, offline=True)
+    assert [r.device_id for r in results] == FLEET[:12]
+    assert recorded(settings) == set(FLEET[:12])
+    broker.broker.start()  # it reads the accounts the file now holds
+    for number, result in enumerate(results):
+        pendant = mqtt_client(result.config, mqtt5=True, clean=True)
+        own, other = FLEET[number], FLEET[(number + 1) % 12]
+        assert pendant.publish(f"pendant/v1/{other}/alarm", ALARM).value == 135  # not authorised
+        assert not pendant.publish(f"pendant/v1/{own}/alarm", ALARM).is_failure
+    # Revoking goes through the running broker as usual, and the account is gone.
+    revoke_device(settings, FLEET[0])
+    assert not broker_has(settings, FLEET[0])
+    assert audit.verify_database(engine_for(settings)) == []
+
+
+def test_offline_provisioning_is_refused_while_the_broker_runs(broker) -> None:
+    with pytest.raises(DynsecFileError, match=r"is running \(pid \d+\): stop it"):
+        provisioned(broker.settings, ["pd-0001"], offline=True)
+    assert not broker_has(broker.settings, "pd-0001") and recorded(broker.settings) == set()
+
+
+def test_the_broker_does_not_start_while_its_file_is_edited(broker) -> None:
+    broker.broker.stop()
+    with open_dynsec_file(broker.settings), pytest.raises(BrokerError, match="are in use"):
+        broker.broker.start()
+    broker.broker.start()  # free again once the editing ends
+    (answer,) = dynsec_call(broker.settings, [{"command": "getClient", "username": "pd-0999"}])
+    assert answer["error"] == "Client not found"  # the running plugin answers

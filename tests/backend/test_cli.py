@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from pendant_backend import registry
+from pendant_backend.accounts import dynsec_call
 from pendant_backend.db import engine_for
 from pendant_tools.cli import main
 
@@ -124,6 +125,25 @@ def test_provision_without_the_broker_is_one_clear_line(broker) -> None:
     assert result.output.strip().splitlines() == [
         f"Error: the broker is not running on 127.0.0.1:{port}: start it with `pendant broker run`"
     ]
+
+
+def test_offline_provisioning_needs_the_broker_stopped_and_its_accounts_work_after(broker) -> None:
+    s = broker.settings
+    refused = run_cli(s, "device", "provision", "pd-0001", "pd-0002", "--offline")
+    assert refused.exit_code == 1
+    assert "is running (pid" in refused.output and "stop it to provision with --offline" in refused.output
+    assert "Traceback" not in refused.output and not (s.devices_dir / "pd-0001").exists()
+    broker.broker.stop()
+    done = run_cli(s, "device", "provision", "pd-0001", "pd-0002", "--offline", "--json")
+    assert done.exit_code == 0, done.output
+    configs = [json.loads((s.devices_dir / d / "config.json").read_text()) for d in ("pd-0001", "pd-0002")]
+    assert [c["mqtt"]["user"] for c in configs] == ["pd-0001", "pd-0002"]
+    assert all(c["mqtt"]["password"] not in done.output for c in configs)
+    broker.broker.start()
+    listed = run_cli(s, "device", "list")
+    assert listed.exit_code == 0 and "pd-0001" in listed.output and "pd-0002" in listed.output
+    found = dynsec_call(s, [{"command": "getClient", "username": d} for d in ("pd-0001", "pd-0002")])
+    assert [r.get("error") for r in found] == [None, None], found
 
 
 def test_commands_before_the_first_broker_run_say_what_to_do(settings) -> None:
