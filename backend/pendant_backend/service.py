@@ -353,9 +353,14 @@ class BackendService:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.start()
+        announced = False
         try:
-            while not stop.wait(1.0):
-                pass
+            # Poll briefly until every session is subscribed, then say so once: from that line on,
+            # nothing the pendants publish is missed (the persistent sessions queue it).
+            while not stop.wait(1.0 if announced else 0.05):
+                if not announced and self.wait_ready(0):
+                    announced = True
+                    log.info("ready: every session of this process is connected and subscribed")
         finally:
             self.stop()
             for sig, handler in previous.items():

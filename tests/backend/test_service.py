@@ -176,7 +176,7 @@ class BackendProcess:
     def _read(self) -> None:
         for line in self.process.stderr:
             self.lines.append(line)
-            if "subscribed to" in line:
+            if "ready: every session" in line:
                 self.ready.set()
 
     def wait_ready(self) -> None:

@@ -79,9 +79,9 @@ class Worker:
         for line in self.process.stderr:
             self.lines.append(line)
 
-    def wait_subscribed(self, sessions: int) -> None:
+    def wait_subscribed(self) -> None:
         wait_until(
-            lambda: sum("subscribed to" in line for line in self.lines) >= sessions,
+            lambda: any("ready: every session" in line for line in self.lines),
             "the worker to subscribe:\n" + "".join(self.lines[-20:]),
         )
 
@@ -102,7 +102,7 @@ def workers(broker):
     def start(*args: str) -> Worker:
         worker = Worker(broker.settings, *args)
         started.append(worker)
-        worker.wait_subscribed(1 if "--ingest-only" in args else 2)
+        worker.wait_subscribed()
         return worker
 
     yield start
