@@ -1,13 +1,15 @@
 """Benchmark: one machine's broker and backend under a fleet of N pendants, at several N.
 
 N simulated pendants are lightweight asyncio MQTT clients (gmqtt), spread over a few worker processes;
-each has its own account, made by the project's provisioning (`accounts.provision_devices`), and speaks
-the protocol of docs/protocol.md: MQTT 3.1.1, client id = user = device id, clean_session 0, the will
-and the birth on `status`, subscriptions to `alarm/ack`, `config` and `cmd`, heartbeats on `tele` at
-an accelerated interval (each one names a new uptime, as a real one does). They connect to the loopback
-plain listener (the one the bench may use), or with `--tls` to the TLS listener, verifying the project
-CA. The benchmark starts the project's broker (`pendant broker run`'s code: pendant_backend.broker) and
-backend (BackendService, what `pendant backend run` runs) itself, in processes of their own.
+each has its own account, made by the project's provisioning (`accounts.provision_many`, offline, with
+the broker stopped), and speaks the protocol of docs/protocol.md: MQTT 3.1.1, client id = user = device
+id, clean_session 0, the will and the birth on `status`, subscriptions to `alarm/ack`, `config` and
+`cmd`, heartbeats on `tele` at an accelerated interval (each one names a new uptime, as a real one does).
+They connect to the loopback plain listener (the one the bench may use), or with `--tls` to the TLS
+listener, verifying the project CA. The benchmark starts the project's broker (`pendant broker run`'s
+code: pendant_backend.broker) and backend (BackendService, what `pendant backend run` runs) itself, in
+processes of their own.
+
 
 For each N it runs, on a fresh broker (its persistence file removed, so no session queues anything
 for an absent backend):
@@ -65,7 +67,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from pendant_backend import alarms, monitor, pki
-from pendant_backend.accounts import dynsec_call, dynsec_session, provision_devices
+from pendant_backend.accounts import dynsec_call, dynsec_session, provision_many
 from pendant_backend.broker import Broker, device_role_acls, device_role_name, load_secrets, new_password
 from pendant_backend.db import make_engine
 from pendant_backend.settings import Settings, read_private_json, write_private_json
@@ -607,14 +609,17 @@ def fleet_accounts(settings: Settings, engine: Engine, count: int, path: Path) -
     known: list[dict[str, Any]] = read_private_json(path)["pendants"] if path.exists() else []
     missing = [f"{PREFIX}{n:05d}" for n in range(len(known), count)]
     if missing:
-        print(f"provisioning {len(missing)} pendants (the project's provision_devices) ...", flush=True)
+        print(f"provisioning {len(missing)} pendants offline (pendant device provision --offline) ...")
         started = time.monotonic()
-        for config in provision_devices(settings, missing, engine=engine):
-            known.append({"device_id": config["device_id"], "password": config["mqtt"]["password"]})
-            if len(known) % 500 == 0 or len(known) == count:
-                write_private_json(path, {"pendants": known})
-                done = len(known) - (count - len(missing))
-                print(f"  {done}/{len(missing)} in {time.monotonic() - started:.0f} s", flush=True)
+        for batch in provision_many(settings, missing, engine=engine, offline=True):
+            known.extend(
+                {"device_id": r.device_id, "password": r.config["mqtt"]["password"]}
+                for r in batch
+                if r.config is not None
+            )
+            write_private_json(path, {"pendants": known})
+            done = len(known) - (count - len(missing))
+            print(f"  {done}/{len(missing)} in {time.monotonic() - started:.0f} s", flush=True)
         elapsed = time.monotonic() - started
         print(f"provisioned {len(missing)} in {elapsed:.1f} s ({elapsed / len(missing) * 1000:.1f} ms each)")
     return known[:count]
@@ -1053,14 +1058,12 @@ def main() -> None:
         engine = make_engine(settings.db_url)
         if left := close_bench_alarms(engine):
             print(f"resolved {left} alarms an earlier run left open")
-        broker = fresh_broker(settings)
-        try:
-            load_secrets(settings)
-            accounts = fleet_accounts(
-                settings, engine, max(sizes), settings.secrets_dir / "fleet-scale-pendants.json"
-            )
-        finally:
-            broker.stop(timeout=60)
+        # The first start writes the broker's files; the accounts then go into them with it stopped.
+        fresh_broker(settings).stop(timeout=60)
+        load_secrets(settings)
+        accounts = fleet_accounts(
+            settings, engine, max(sizes), settings.secrets_dir / "fleet-scale-pendants.json"
+        )
         boot = int(time.time())
         for index, n in enumerate(sizes):
             print(f"N={n}: baseline, then the backend ...", flush=True)
