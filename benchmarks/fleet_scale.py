@@ -1043,7 +1043,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures to this file as JSON")
     args = parser.parse_args()
     sizes = sorted(int(part) for part in args.sizes.split(","))
-    limit = raise_open_files(max(sizes) * 2 + 1000)
+    # The limit is per process: Mosquitto holds a socket per pendant, each client worker its share.
+    limit = raise_open_files(max(sizes) + 1000)
     print(f"open files allowed: {limit} (Mosquitto and the workers inherit it)")
 
     data = args.data.resolve() if args.data else Path(tempfile.mkdtemp(prefix="pendant-fleet-"))
