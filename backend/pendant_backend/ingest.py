@@ -38,16 +38,26 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, tuple_
+from sqlalchemy import Engine, bindparam, func, tuple_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pendant_backend import alarms, audit, chain, commands, notify, payloads
 from pendant_backend.db import session_scope
-from pendant_backend.models import SET_ASIDE_FLAGS, Alarm, AlarmLocation, Device, Heartbeat, utc_now
+from pendant_backend.models import (
+    SET_ASIDE_FLAGS,
+    Alarm,
+    AlarmLocation,
+    Device,
+    Heartbeat,
+    as_utc,
+    utc_now,
+)
+from pendant_backend.models.devices import RECHECK
 from pendant_backend.payloads import InvalidPayload
 
 log = logging.getLogger(__name__)
@@ -92,6 +102,80 @@ class _Parsed:
     leaf: str
     device_id: str
     record: Any
+
+
+# A heartbeat from a pendant whose health was all well (online, battery ok, no flag) that changes
+# nothing else the rules read (the same boot, firmware and config) is classified again within this long,
+# not at once: under a flood of heartbeats, classifying each device at each one took a third of the
+# backend's core (docs/scaling.md). Anything else (a pendant coming back, a reboot, a low battery, a flag
+# to clear) is classified at the next tick.
+ROUTINE_RECHECK_S = 30.0
+# A heartbeat at this charge or less is never routine: the highest `batt_low` a config may set.
+ROUTINE_BATT_ABOVE = 50
+
+
+class _DeviceState(NamedTuple):
+    """The columns of a device row that a heartbeat reads or decides on (the lean path's view)."""
+
+    device_id: str
+    online: bool | None
+    boot: int | None
+    fw: str | None
+    config_applied_rev: int | None
+    connectivity: str
+    battery: str
+    health_flags: int
+    health_due_at: datetime | None
+
+
+def fix_time(tele: payloads.Telemetry, now: datetime) -> datetime:
+    """When the heartbeat's fix was taken, on our clock: its age by the pendant's clock, before `now`."""
+    assert tele.loc is not None
+    age_s = tele.tst - tele.loc.tst if tele.tst is not None and tele.loc.tst is not None else 0
+    return now - timedelta(seconds=max(age_s, 0))
+
+
+def routine_recheck(state: _DeviceState, tele: payloads.Telemetry, now: datetime) -> datetime | None:
+    """When to classify the device again after this heartbeat: None for at once (the rules are told),
+    or, for a routine heartbeat, its due moment brought forward to ROUTINE_RECHECK_S from now at most."""
+    routine = (
+        state.online is True
+        and (state.connectivity, state.battery, state.health_flags) == ("online", "ok", 0)
+        and (state.boot, state.fw, state.config_applied_rev) == (tele.boot, tele.fw, tele.cfg)
+        and tele.batt is not None
+        and tele.batt > ROUTINE_BATT_ABOVE
+    )
+    if not routine:
+        return None
+    later = now + timedelta(seconds=ROUTINE_RECHECK_S)
+    due = as_utc(state.health_due_at)
+    return later if due is None else min(due, later)
+
+
+def _update_latest_state() -> Any:
+    """The statement that writes a device's latest state after its heartbeats (one parameter set per
+    device): what `_touch` and `_apply_heartbeat` do to an ORM row, as columns."""
+    table = Device.__table__
+    moment = table.c.last_seen_at.type
+
+    def typed(name: str, column: str) -> Any:
+        return bindparam(name, type_=table.c[column].type)
+
+    return (
+        update(table)
+        .where(table.c.device_id == bindparam("b_id"))
+        .values(
+            first_seen_at=func.coalesce(table.c.first_seen_at, bindparam("b_now", type_=moment)),
+            last_seen_at=bindparam("b_now", type_=moment),
+            last_heartbeat_at=bindparam("b_now", type_=moment),
+            boot=typed("b_boot", "boot"),
+            fw=typed("b_fw", "fw"),
+            config_applied_rev=typed("b_cfg", "config_applied_rev"),
+            online=func.coalesce(table.c.online, True),
+            last_fix_at=func.coalesce(bindparam("b_fix", type_=moment), table.c.last_fix_at),
+            health_due_at=typed("b_due", "health_due_at"),
+        )
+    )
 
 
 def will_is_stale(last_birth_sess: int | None, will_sess: int) -> bool:
@@ -279,7 +363,7 @@ class Ingest:
         if not run:
             return
         try:
-            outcomes, rejected = self._store_together(run)
+            outcomes, rejected, changed = self._store_together(run)
         except Exception:
             log.exception("storing %d messages together failed; storing them one by one", len(run))
             for item in run:
@@ -290,63 +374,147 @@ class Ingest:
             results[item.index] = outcome
         for topic, device_id in rejected:
             self._reject(topic, "unknown_device", f"{device_id} is not in the registry")
-        for device_id in dict.fromkeys(o.device_id for o in outcomes if o.device_id and not o.duplicate):
+        for device_id in sorted(changed):
             self._changed(device_id)
 
-    def _store_together(self, run: list[_Parsed]) -> tuple[list[Outcome], list[tuple[str, str]]]:
-        """One transaction for the whole run: (an Outcome per message, the unknown devices' messages)."""
-        outcomes: list[Outcome] = []
-        rejected: list[tuple[str, str]] = []
+    def _store_together(self, run: list[_Parsed]) -> tuple[list[Outcome], list[tuple[str, str]], set[str]]:
+        """One transaction for the whole run: (an Outcome per message, the unknown devices' messages, the
+        devices whose health the rules should look at now).
+
+        A device that sent only heartbeats in the run takes the lean path (`_store_beats`: its row read and
+        written as columns, the heartbeats inserted in bulk); a device that sent anything else takes the
+        general one (`_store_mixed`: the ORM), with its heartbeats, in arrival order."""
         # Audit events (trail points of open alarms) are written at the end: the chain stays free for an
         # alarm's transaction while this one works.
         with session_scope(self.engine) as session, session.no_autoflush, audit.deferred(session):
             now = self.clock()
-            ids = sorted({item.device_id for item in run})
-            # Locked in one order (PostgreSQL), so that two workers never wait for each other in a circle.
-            devices = {
-                d.device_id: d
-                for d in session.exec(
-                    select(Device)
-                    .where(col(Device.device_id).in_(ids))
-                    .order_by(col(Device.device_id))
-                    .with_for_update()
-                )
-            }
-            beats = [(item.device_id, item.record) for item in run if item.leaf == "tele"]
-            seen = self._stored_heartbeats(session, beats)
-            located = {device_id for device_id, tele in beats if tele.loc is not None}
-            open_alarms = self._open_alarms(session, located)
-            rows: list[dict[str, Any]] = []
+            # Locked in one order, in one statement (PostgreSQL), so that two workers never wait for each
+            # other in a circle.
+            table = Device.__table__
+            query = (
+                sa_select(*(table.c[name] for name in _DeviceState._fields))
+                .where(table.c.device_id.in_(sorted({item.device_id for item in run})))
+                .order_by(table.c.device_id)
+                .with_for_update()
+            )
+            known = {row.device_id: _DeviceState(*row) for row in session.connection().execute(query)}
+            mixed = {item.device_id for item in run if item.leaf != "tele"}
+            found: dict[int, Outcome] = {}
+            rejected: list[tuple[str, str]] = []
             for item in run:
-                device = devices.get(item.device_id)
-                if device is None:
+                if item.device_id not in known:
                     rejected.append((item.topic, item.device_id))
-                    outcomes.append(Outcome(item.topic, invalid="unknown_device"))
+                    found[item.index] = Outcome(item.topic, invalid="unknown_device")
+            beats = [i for i in run if i.device_id in known and i.device_id not in mixed]
+            others = [i for i in run if i.device_id in known and i.device_id in mixed]
+            changed = self._store_mixed(session, others, now, found)
+            changed |= self._store_beats(session, beats, known, now, found)
+        return [found[item.index] for item in run], rejected, changed
+
+    def _store_mixed(
+        self, session: Session, run: list[_Parsed], now: datetime, found: dict[int, Outcome]
+    ) -> set[str]:
+        """The messages of devices that sent more than heartbeats, through the ORM, in arrival order."""
+        if not run:
+            return set()
+        ids = sorted({item.device_id for item in run})
+        devices = {d.device_id: d for d in session.exec(select(Device).where(col(Device.device_id).in_(ids)))}
+        beats = [(item.device_id, item.record) for item in run if item.leaf == "tele"]
+        seen = self._stored_heartbeats(session, beats)
+        located = {device_id for device_id, tele in beats if tele.loc is not None}
+        open_alarms = self._open_alarms(session, located)
+        rows: list[dict[str, Any]] = []
+        changed: set[str] = set()
+        for item in run:
+            device = devices[item.device_id]
+            if item.leaf == "tele":
+                key = (item.device_id, item.record.boot, item.record.up)
+                if key in seen:
+                    found[item.index] = Outcome(item.topic, "tele", item.device_id, duplicate=True)
                     continue
-                if item.leaf == "tele":
-                    key = (item.device_id, item.record.boot, item.record.up)
-                    if key in seen:
-                        outcomes.append(Outcome(item.topic, "tele", item.device_id, duplicate=True))
-                        continue
-                    seen.add(key)
-                    self._touch(device, now)
-                    # Only a heartbeat with a fix adds to the trails of the device's open alarms.
-                    if item.record.loc is not None and item.device_id not in open_alarms:
-                        open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
-                    trails = open_alarms.get(item.device_id, [])
-                    self._apply_heartbeat(session, device, item.record, now, trails)
-                    rows.append(self._heartbeat_row(item.device_id, item.record, now))
-                else:
-                    self._touch(device, now)
-                    self._apply(session, device, item.leaf, item.record, now)
-                    # An event may have made a placeholder alarm: later heartbeats look again.
-                    open_alarms.pop(item.device_id, None)
-                outcomes.append(Outcome(item.topic, item.leaf, item.device_id))
-            session.add_all(devices.values())
-            session.flush()
-            if rows:
-                session.connection().execute(self._insert_heartbeats(), rows)
-        return outcomes, rejected
+                seen.add(key)
+                self._touch(device, now)
+                # Only a heartbeat with a fix adds to the trails of the device's open alarms.
+                if item.record.loc is not None and item.device_id not in open_alarms:
+                    open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
+                trails = open_alarms.get(item.device_id, [])
+                self._apply_heartbeat(session, device, item.record, now, trails)
+                rows.append(self._heartbeat_row(item.device_id, item.record, now))
+            else:
+                self._touch(device, now)
+                self._apply(session, device, item.leaf, item.record, now)
+                # An event may have made a placeholder alarm: later heartbeats look again.
+                open_alarms.pop(item.device_id, None)
+            changed.add(item.device_id)
+            found[item.index] = Outcome(item.topic, item.leaf, item.device_id)
+        session.add_all(devices.values())
+        session.flush()
+        if rows:
+            session.connection().execute(self._insert_heartbeats(), rows)
+        return changed
+
+    def _store_beats(
+        self,
+        session: Session,
+        run: list[_Parsed],
+        known: dict[str, _DeviceState],
+        now: datetime,
+        found: dict[int, Outcome],
+    ) -> set[str]:
+        """Heartbeats of devices that sent nothing else in the run: inserted in bulk (a duplicate is the
+        row the insert skips), then each device's latest state written in place, once."""
+        if not run:
+            return set()
+        rows = [self._heartbeat_row(item.device_id, item.record, now) for item in run]
+        new_keys = self._insert_new_heartbeats(session, rows)
+        latest: dict[str, payloads.Telemetry] = {}
+        fixed_at: dict[str, datetime] = {}
+        located: list[_Parsed] = []
+        for item in run:
+            tele = item.record
+            key = (item.device_id, tele.boot, tele.up)
+            if key not in new_keys:
+                found[item.index] = Outcome(item.topic, "tele", item.device_id, duplicate=True)
+                continue
+            new_keys.discard(key)  # a second copy in the same run is a duplicate too
+            latest[item.device_id] = tele
+            if tele.loc is not None:
+                fixed_at[item.device_id] = fix_time(tele, now)
+                located.append(item)
+            found[item.index] = Outcome(item.topic, "tele", item.device_id)
+        # Only a heartbeat with a fix adds to the trails of the device's open alarms.
+        open_alarms = self._open_alarms(session, {item.device_id for item in located})
+        for item in located:
+            for alarm in open_alarms.get(item.device_id, []):
+                alarms.add_trail_point(session, alarm, at=now, loc=item.record.loc, source="tele")
+        changed: set[str] = set()
+        updates = []
+        for device_id, tele in latest.items():
+            due = routine_recheck(known[device_id], tele, now)
+            if due is None:
+                changed.add(device_id)
+            updates.append(
+                {
+                    "b_id": device_id,
+                    "b_now": now,
+                    "b_boot": tele.boot,
+                    "b_fw": tele.fw,
+                    "b_cfg": tele.cfg,
+                    "b_fix": fixed_at.get(device_id),
+                    "b_due": RECHECK if due is None else due,
+                }
+            )
+        if updates:
+            session.connection().execute(_update_latest_state(), updates)
+        return changed
+
+    def _insert_new_heartbeats(
+        self, session: Session, rows: list[dict[str, Any]]
+    ) -> set[tuple[str, int, int]]:
+        """Insert the rows, skipping those stored already (same key); the keys of those inserted."""
+        table = Heartbeat.__table__
+        statement = self._insert_heartbeats().returning(*(table.c[name] for name in HEARTBEAT_KEY))
+        return {tuple(row) for row in session.connection().execute(statement, rows)}
 
     def _insert_heartbeats(self) -> Any:
         """A bulk insert that skips a heartbeat another worker stored a moment ago (same key)."""
@@ -622,8 +790,7 @@ class Ingest:
             device.online = True
         loc = tele.loc
         if loc is not None:
-            age_s = tele.tst - loc.tst if tele.tst is not None and loc.tst is not None else 0
-            device.last_fix_at = now - timedelta(seconds=max(age_s, 0))
+            device.last_fix_at = fix_time(tele, now)
             for alarm in open_alarms:
                 alarms.add_trail_point(session, alarm, at=now, loc=loc, source="tele")
 

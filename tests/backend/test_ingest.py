@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,9 @@ from sqlmodel import Session, col, select
 
 from pendant_backend import alarms, audit, chain, commands, payloads, queries
 from pendant_backend.db import make_engine, session_scope
-from pendant_backend.ingest import Ingest, will_is_stale
-from pendant_backend.models import Alarm, AuditEvent, Command, Device, Heartbeat, Notification
+from pendant_backend.ingest import ROUTINE_BATT_ABOVE, ROUTINE_RECHECK_S, Ingest, will_is_stale
+from pendant_backend.models import Alarm, AuditEvent, Command, Device, Heartbeat, Notification, as_utc
+from pendant_backend.models.devices import RECHECK
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "protocol-examples"
 ALARM = (EXAMPLES / "alarm.json").read_bytes().rstrip(b"\n")
@@ -525,6 +526,96 @@ def test_a_redelivered_heartbeat_makes_no_second_row(ingest: Ingest, engine) -> 
     assert [o.duplicate for o in first] == [False, True]
     assert again[0].duplicate and one.duplicate
     assert heartbeat_count(engine) == 1
+
+
+def test_heartbeats_alone_write_the_state_a_single_heartbeat_writes(ingest: Ingest, engine) -> None:
+    # A device that sent only heartbeats in a batch takes the lean path (columns, not ORM rows): its
+    # row must end as handle() leaves it, and an open alarm's trail must grow by one point per fix.
+    assert ingest.handle(ALARM_TOPIC, ALARM).new
+    outcomes = ingest.handle_batch(
+        [
+            (TELE_TOPIC, heartbeat(100)),
+            ("pendant/v1/pd-0002/tele", heartbeat(100, loc=None)),
+            (TELE_TOPIC, heartbeat(280, fw="0.1.1", cfg=4)),
+        ]
+    )
+    assert [(o.device_id, o.duplicate) for o in outcomes] == [
+        ("pd-0001", False),
+        ("pd-0002", False),
+        ("pd-0001", False),
+    ]
+    with Session(engine) as session:
+        one, two = session.get(Device, "pd-0001"), session.get(Device, "pd-0002")
+    # tele.json's fix is 190 s older than the heartbeat, by the pendant's clock.
+    age = 1764403380 - 1764403190
+    assert (one.last_heartbeat_at, one.last_seen_at, one.first_seen_at) == (NOW, NOW, NOW)
+    assert (one.online, one.boot, one.fw, one.config_applied_rev) == (True, 12, "0.1.1", 4)
+    assert one.last_fix_at == NOW - timedelta(seconds=age)
+    assert (two.online, two.last_heartbeat_at, two.last_fix_at) == (True, NOW, None)
+    [alarm] = stored_alarms(engine)
+    assert [p.source for p in alarms.trail(engine, alarm_pk=alarm.id)] == ["alarm", "tele", "tele"]
+    assert audit.verify_database(engine) == []
+
+
+def well(engine, device_id: str = "pd-0001", **changes: object) -> None:
+    """Make the device one whose health was all well at the last look, due again in an hour."""
+    values = {
+        "online": True,
+        "connectivity": "online",
+        "battery": "ok",
+        "health_flags": 0,
+        "boot": 12,
+        "fw": "0.1.0",
+        "config_applied_rev": 3,
+        "health_due_at": NOW + timedelta(hours=1),
+        **changes,
+    }
+    with session_scope(engine) as session:
+        device = session.get(Device, device_id)
+        for name, value in values.items():
+            setattr(device, name, value)
+        session.add(device)
+
+
+def due_at(engine, device_id: str = "pd-0001") -> datetime | None:
+    with Session(engine) as session:
+        return as_utc(session.get(Device, device_id).health_due_at)
+
+
+def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_woken(engine) -> None:
+    changed: list[str] = []
+    ingest = Ingest(engine, clock=lambda: NOW, on_change=changed.append)
+    well(engine)
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(100))])
+    assert changed == []
+    assert due_at(engine) == NOW + timedelta(seconds=ROUTINE_RECHECK_S)
+    # Due sooner already (a heartbeat falling late, say): that moment stays.
+    well(engine, health_due_at=NOW + timedelta(seconds=10))
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(280))])
+    assert changed == [] and due_at(engine) == NOW + timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    ("state", "beat"),
+    [
+        ({"connectivity": "late"}, {}),
+        ({"online": False}, {}),
+        ({"battery": "low"}, {}),
+        ({"health_flags": 1}, {}),
+        ({}, {"batt": ROUTINE_BATT_ABOVE}),
+        ({}, {"boot": 13}),
+        ({}, {"fw": "0.2.0"}),
+        ({}, {"cfg": 4}),
+    ],
+    ids=["late", "offline", "battery-low", "a-flag", "charge-at-50", "reboot", "new-firmware", "new-config"],
+)
+def test_any_other_heartbeat_is_classified_at_the_next_tick(engine, state: dict, beat: dict) -> None:
+    changed: list[str] = []
+    ingest = Ingest(engine, clock=lambda: NOW, on_change=changed.append)
+    well(engine, **state)
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(100, **beat))])
+    assert changed == ["pd-0001"]
+    assert due_at(engine) == RECHECK
 
 
 def test_one_bad_message_does_not_take_the_batch_with_it(
