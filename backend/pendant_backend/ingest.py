@@ -46,7 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from pendant_backend import alarms, audit, chain, commands, notify, payloads
+from pendant_backend import alarms, audit, chain, commands, health, notify, payloads
 from pendant_backend.db import session_scope
 from pendant_backend.models import (
     SET_ASIDE_FLAGS,
@@ -104,12 +104,16 @@ class _Parsed:
     record: Any
 
 
-# A heartbeat from a pendant whose health was all well (online, battery ok, no flag) that changes
-# nothing else the rules read (the same boot, firmware and config) is classified again within this long,
-# not at once: under a flood of heartbeats, classifying each device at each one took a third of the
-# backend's core (docs/scaling.md). Anything else (a pendant coming back, a reboot, a low battery, a flag
-# to clear) is classified at the next tick.
+# A heartbeat from a pendant whose health was well (online, battery ok, none of the flags a heartbeat
+# raises or clears) that changes nothing else the rules read (the same boot, firmware and config) is
+# classified again within this long, not at once: under a flood of heartbeats, classifying each device at
+# each one took half of the backend's core (docs/scaling.md). Anything else (a pendant coming back, a
+# reboot, a low battery, such a flag to clear) is classified at the next tick.
 ROUTINE_RECHECK_S = 30.0
+# The flags a heartbeat's own readings decide; the others (drifts, a test alarm overdue, a renewal due)
+# a heartbeat with the same firmware and config cannot change.
+HEARTBEAT_FLAGS = ("charging", "weak_signal", "gnss_stale", "outbox_backlog")
+_HEARTBEAT_FLAG_BITS = health.flag_bits(dict.fromkeys(HEARTBEAT_FLAGS, "yes"))
 # A heartbeat at this charge or less is never routine: the highest `batt_low` a config may set.
 ROUTINE_BATT_ABOVE = 50
 
@@ -140,7 +144,8 @@ def routine_recheck(state: _DeviceState, tele: payloads.Telemetry, now: datetime
     or, for a routine heartbeat, its due moment brought forward to ROUTINE_RECHECK_S from now at most."""
     routine = (
         state.online is True
-        and (state.connectivity, state.battery, state.health_flags) == ("online", "ok", 0)
+        and (state.connectivity, state.battery) == ("online", "ok")
+        and not state.health_flags & _HEARTBEAT_FLAG_BITS
         and (state.boot, state.fw, state.config_applied_rev) == (tele.boot, tele.fw, tele.cfg)
         and tele.batt is not None
         and tele.batt > ROUTINE_BATT_ABOVE

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from pendant_backend import alarms, audit, chain, commands, payloads, queries
+from pendant_backend import alarms, audit, chain, commands, health, payloads, queries
 from pendant_backend.db import make_engine, session_scope
 from pendant_backend.ingest import ROUTINE_BATT_ABOVE, ROUTINE_RECHECK_S, Ingest, will_is_stale
 from pendant_backend.models import Alarm, AuditEvent, Command, Device, Heartbeat, Notification, as_utc
@@ -593,6 +593,10 @@ def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_wok
     well(engine, health_due_at=NOW + timedelta(seconds=10))
     ingest.handle_batch([(TELE_TOPIC, heartbeat(280))])
     assert changed == [] and due_at(engine) == NOW + timedelta(seconds=10)
+    # A flag a heartbeat cannot change (a test alarm overdue) does not make it less routine.
+    well(engine, health_flags=health.flag_bits({"test_overdue": "yes", "config_drift": "yes"}))
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(460))])
+    assert changed == [] and due_at(engine) == NOW + timedelta(seconds=ROUTINE_RECHECK_S)
 
 
 @pytest.mark.parametrize(
@@ -601,13 +605,24 @@ def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_wok
         ({"connectivity": "late"}, {}),
         ({"online": False}, {}),
         ({"battery": "low"}, {}),
-        ({"health_flags": 1}, {}),
+        ({"health_flags": health.flag_bits({"gnss_stale": "yes"})}, {}),
+        ({"health_flags": health.flag_bits({"weak_signal": "yes"})}, {}),
         ({}, {"batt": ROUTINE_BATT_ABOVE}),
         ({}, {"boot": 13}),
         ({}, {"fw": "0.2.0"}),
         ({}, {"cfg": 4}),
     ],
-    ids=["late", "offline", "battery-low", "a-flag", "charge-at-50", "reboot", "new-firmware", "new-config"],
+    ids=[
+        "late",
+        "offline",
+        "battery-low",
+        "gnss-stale",
+        "weak-signal",
+        "charge-at-50",
+        "reboot",
+        "new-firmware",
+        "new-config",
+    ],
 )
 def test_any_other_heartbeat_is_classified_at_the_next_tick(engine, state: dict, beat: dict) -> None:
     changed: list[str] = []
