@@ -139,8 +139,9 @@ def test_handler_exception_on_other_topics_never_stops_ingest(
     def broken(*args, **kwargs):
         raise RuntimeError("bug in heartbeat handling")
 
-    # Both paths (the batch and one by one) apply a heartbeat through it.
-    monkeypatch.setattr(backend.ingest, "_apply_heartbeat", broken)
+    # Every path (the lean batch, the ORM batch and one by one) makes a heartbeat's row through it.
+    monkeypatch.setattr(backend.ingest, "_heartbeat_row", broken)
+
     with caplog.at_level(logging.ERROR, logger="pendant_backend.ingest"):
         pendant.publish("pendant/v1/pd-0001/tele", (EXAMPLES / "tele.json").read_bytes())
         pendant.publish("pendant/v1/pd-0001/alarm", alarm("6-1"))
