@@ -26,6 +26,9 @@ FLAGS = (
     "test_overdue",
     "renewal_due",
 )
+# The flags a heartbeat's own readings decide (charge, signal, fix, outbox); the others (drifts, a test
+# alarm overdue, a renewal due) a heartbeat with the same firmware and config cannot change.
+HEARTBEAT_FLAGS = ("charging", "weak_signal", "gnss_stale", "outbox_backlog")
 
 
 # The stored `hours_left` follows the estimate in steps of this many hours (it falls an hour an hour).

@@ -110,10 +110,7 @@ class _Parsed:
 # each one took half of the backend's core (docs/scaling.md). Anything else (a pendant coming back, a
 # reboot, a low battery, such a flag to clear) is classified at the next tick.
 ROUTINE_RECHECK_S = 30.0
-# The flags a heartbeat's own readings decide; the others (drifts, a test alarm overdue, a renewal due)
-# a heartbeat with the same firmware and config cannot change.
-HEARTBEAT_FLAGS = ("charging", "weak_signal", "gnss_stale", "outbox_backlog")
-_HEARTBEAT_FLAG_BITS = health.flag_bits(dict.fromkeys(HEARTBEAT_FLAGS, "yes"))
+_HEARTBEAT_FLAG_BITS = health.flag_bits(dict.fromkeys(health.HEARTBEAT_FLAGS, "yes"))
 # A heartbeat at this charge or less is never routine: the highest `batt_low` a config may set.
 ROUTINE_BATT_ABOVE = 50
 
