@@ -190,19 +190,30 @@ def hours_left(history: Iterable[BatterySample], now: datetime, limits: Limits) 
     return max(0.0, level_now / -slope - elapsed_since_last)
 
 
+def reading_flags(chg: bool, rssi: int | None, out: int, limits: Limits) -> dict[str, bool]:
+    """The flags a heartbeat's own readings raise, for a pendant heard (gnss_stale, the fourth of
+    HEARTBEAT_FLAGS, follows from the time of its last fix)."""
+    return {
+        "charging": chg,
+        "weak_signal": rssi is None or rssi < limits.weak_rssi_dbm,
+        "outbox_backlog": out >= limits.outbox_backlog,
+    }
+
+
 def classify(s: Snapshot, now: datetime, limits: Limits = Limits()) -> Health:
     """The pendant's health at `now`."""
     heard = s.last_heartbeat_at is not None
     fix_age_h = (now - s.last_fix_at).total_seconds() / 3600 if s.last_fix_at is not None else None
     test_due_from = s.last_test_alarm_at or s.issued_at
+    readings = reading_flags(s.chg, s.rssi, s.out, limits)
     return Health(
         connectivity=connectivity(s, now, limits),
         battery=battery_level(s),
         hours_left=hours_left(s.battery_history, now, limits),
-        charging=heard and s.chg,
-        weak_signal=heard and (s.rssi is None or s.rssi < limits.weak_rssi_dbm),
+        charging=heard and readings["charging"],
+        weak_signal=heard and readings["weak_signal"],
         gnss_stale=heard and (fix_age_h is None or fix_age_h > limits.gnss_stale_h),
-        outbox_backlog=heard and s.out >= limits.outbox_backlog,
+        outbox_backlog=heard and readings["outbox_backlog"],
         firmware_drift=bool(s.fw and s.expected_fw and s.fw != s.expected_fw),
         config_drift=s.config_error is not None
         or (s.config_rev > 0 and heard and s.config_applied_rev != s.config_rev),

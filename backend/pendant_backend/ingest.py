@@ -105,11 +105,17 @@ class _Parsed:
 
 
 # A heartbeat from a pendant whose health was well (online, battery ok, none of the flags a heartbeat
-# raises or clears) that changes nothing else the rules read (the same boot, firmware and config) is
-# classified again within this long, not at once: under a flood of heartbeats, classifying each device at
-# each one took half of the backend's core (docs/scaling.md). Anything else (a pendant coming back, a
-# reboot, a low battery, such a flag to clear) is classified at the next tick.
-ROUTINE_RECHECK_S = 30.0
+# raises or clears) whose own readings raise none of those flags and that changes nothing else the rules
+# read (the same boot, firmware and config) is classified again within this long, not at once: all it can
+# move is the estimate of hours left, a figure in half-hour steps. Under a flood of heartbeats,
+# classifying each device at each one took half of the backend's core, and at 30 s the rechecks still
+# took a quarter of it (docs/scaling.md). Anything else (a pendant coming back, a reboot, a low battery,
+# a charger, a weak signal, a backlog, such a flag to clear) is classified at the next tick. At the
+# field's pace (one heartbeat in 3 minutes) the moment the last one would fall late comes first anyway.
+ROUTINE_RECHECK_S = 120.0
+# The thresholds of the flags a heartbeat's readings raise: none of them is a setting
+# (monitor.limits_for sets only offline_after_missed).
+_READING_LIMITS = health.Limits()
 _HEARTBEAT_FLAG_BITS = health.flag_bits(dict.fromkeys(health.HEARTBEAT_FLAGS, "yes"))
 # A heartbeat at this charge or less is never routine: the highest `batt_low` a config may set.
 ROUTINE_BATT_ABOVE = 50
@@ -146,6 +152,7 @@ def routine_recheck(state: _DeviceState, tele: payloads.Telemetry, now: datetime
         and (state.boot, state.fw, state.config_applied_rev) == (tele.boot, tele.fw, tele.cfg)
         and tele.batt is not None
         and tele.batt > ROUTINE_BATT_ABOVE
+        and not any(health.reading_flags(tele.chg, tele.rssi, tele.out, _READING_LIMITS).values())
     )
     if not routine:
         return None

@@ -582,7 +582,7 @@ def due_at(engine, device_id: str = "pd-0001") -> datetime | None:
         return as_utc(session.get(Device, device_id).health_due_at)
 
 
-def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_woken(engine) -> None:
+def test_a_routine_heartbeat_is_classified_within_2_minutes_and_the_rules_are_not_woken(engine) -> None:
     changed: list[str] = []
     ingest = Ingest(engine, clock=lambda: NOW, on_change=changed.append)
     well(engine)
@@ -611,6 +611,10 @@ def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_wok
         ({}, {"boot": 13}),
         ({}, {"fw": "0.2.0"}),
         ({}, {"cfg": 4}),
+        ({}, {"chg": True}),
+        ({}, {"rssi": -106}),
+        ({}, {"rssi": None}),
+        ({}, {"out": 3}),
     ],
     ids=[
         "late",
@@ -622,6 +626,10 @@ def test_a_routine_heartbeat_is_classified_within_30_s_and_the_rules_are_not_wok
         "reboot",
         "new-firmware",
         "new-config",
+        "on-the-charger",
+        "weak-reading",
+        "no-signal-reading",
+        "outbox-backlog",
     ],
 )
 def test_any_other_heartbeat_is_classified_at_the_next_tick(engine, state: dict, beat: dict) -> None:
