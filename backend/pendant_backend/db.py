@@ -26,6 +26,10 @@ from pendant_backend.settings import Settings
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Each connection's page cache, in KiB (SQLite's default is 2,000). The heartbeat history's indexes
+# take a page per device at random places: with the default, a batch of 100 heartbeats read most of
+# its index pages back from the OS (docs/scaling.md).
+SQLITE_CACHE_KIB = 65_536
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Serialises appends to the audit chain on PostgreSQL (SQLite serialises every write transaction).
 AUDIT_LOCK_KEY = 0x70656E64
@@ -95,6 +99,7 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:  # noqa: ANN
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

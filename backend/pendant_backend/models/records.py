@@ -24,7 +24,8 @@ class Heartbeat(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    device_id: str = Field(foreign_key="devices.device_id", index=True, max_length=32)
+    # No index of its own: both indexes above lead with it.
+    device_id: str = Field(foreign_key="devices.device_id", max_length=32)
     received_at: datetime = utc_field(nullable=False, index=True)
     device_time: int | None = Field(default=None, sa_type=BigInteger)
     boot: int
