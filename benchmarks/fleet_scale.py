@@ -37,7 +37,8 @@ provisions only what is missing (the passwords are kept in <data>/secrets, 0600)
 real deployment's folder.
 
 Run: .venv/bin/python benchmarks/fleet_scale.py [--sizes 1000,5000,10000] [--db sqlite|postgres]
-     [--duration 20] [--rate 8000] [--pace 1] [--workers 2] [--tls] [--data DIR] [--json FILE]
+     [--duration 20] [--rate 8000] [--pace 1] [--workers 2] [--ingest-workers 1] [--tls]
+     [--data DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -521,15 +522,16 @@ def raw_subscriber_main(conn: Connection, host: str, port: int, password: str) -
         client.loop_stop()
 
 
-def backend_main(conn: Connection, settings: Settings, log_path: str) -> None:
-    """The backend, as `pendant backend run` runs it, until told to stop; then it answers with the
-    rejection counts it kept."""
+def backend_main(conn: Connection, settings: Settings, log_path: str, worker: str) -> None:
+    """The backend, as `pendant backend run` runs it (or, for a worker other than "main", as
+    `pendant backend run --ingest-only --worker NAME` does), until told to stop; then it answers with
+    the rejection counts it kept."""
     from pendant_backend.service import BackendService
 
     logging.basicConfig(
         filename=log_path, level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
     )
-    service = BackendService(settings)
+    service = BackendService(settings, ingest_only=worker != "main", worker=worker)
     service.start()
     conn.send(("ready", service.wait_ready(120)))
     conn.recv()
@@ -537,6 +539,55 @@ def backend_main(conn: Connection, settings: Settings, log_path: str) -> None:
     counts = dict(getattr(ingest, "invalid_counts", {}) or {})
     service.stop()
     conn.send(("counts", counts))
+
+
+class Backends:
+    """The backend's processes: the main one (alarms, rules, its share of the rest) and `count - 1`
+    ingest-only workers on the same shared subscription, each started once the one before is ready."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.processes: list[ChildProcess] = []
+        try:
+            for index in range(count):
+                worker = "main" if index == 0 else f"bench-{index + 1}"
+                log_path = settings.data_dir / ("backend.log" if index == 0 else f"backend-{worker}.log")
+                child = ChildProcess(backend_main, settings, str(log_path), worker, name=f"backend {worker}")
+                self.processes.append(child)
+                if child.ask(timeout=180) != ("ready", True):
+                    raise RuntimeError(f"the backend {worker} did not connect; see {log_path}")
+        except BaseException:
+            self.kill()
+            raise
+
+    @property
+    def main_pid(self) -> int:
+        return self.processes[0].pid
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(child.pid) for child in self.processes)
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(RSS now, peak RSS) of all of them together."""
+        figures = [memory_mb(child.pid) for child in self.processes]
+        return sum(f[0] for f in figures), sum(f[1] for f in figures)
+
+    def stop(self) -> dict[str, int]:
+        """Stop the workers, then the main one; the rejection counts of all of them."""
+        counts: list[dict[str, int]] = []
+        for child in reversed(self.processes):
+            child.conn.send("stop")
+            reply = child.ask(timeout=120)
+            counts.append(reply[1] if reply[0] == "counts" else {})
+            child.close()
+        self.processes = []
+        return merge_counts(counts)
+
+    def kill(self) -> None:
+        for child in reversed(self.processes):
+            with contextlib.suppress(OSError):
+                child.conn.send("stop")
+            child.close(30)
+        self.processes = []
 
 
 class ChildProcess:
@@ -741,7 +792,7 @@ def run_size(
     warmup = min(5.0, window / 4)
     broker = fresh_broker(settings)
     workers: Workers | None = None
-    backend: ChildProcess | None = None
+    backend: Backends | None = None
     try:
         raw_password, ghosts = bench_accounts(settings)
         fleet = [dict(a) for a in accounts[:n]]
@@ -781,9 +832,7 @@ def run_size(
         workers.call("disconnect")
 
         # 2. The backend: births, then the same load with alarms and a junk burst.
-        backend = ChildProcess(backend_main, settings, str(settings.data_dir / "backend.log"), name="backend")
-        if backend.ask(timeout=180) != ("ready", True):
-            raise RuntimeError(f"the backend did not connect; see {settings.data_dir / 'backend.log'}")
+        backend = Backends(settings, args.ingest_workers)
         mark = heartbeat_mark(engine)
         started = time.monotonic()
         connected = workers.call("connect")
@@ -799,15 +848,15 @@ def run_size(
         result["births_stored_s"] = births
         # Its start-up work (classifying every device, the births, the configs republished after the new
         # broker start) must be over before the fleet's pace is measured, or the phase measures that.
-        result["backend_idle_s"] = wait_idle(backend.pid, started, limit=args.settle)
+        result["backend_idle_s"] = wait_idle(backend.main_pid, started, limit=args.settle)
 
         # 2a. The fleet's own pace: N heartbeats per interval (sped up by --pace), with the alarms.
         paced = n / HEARTBEAT_S * args.pace
         result["paced_offered_per_s"] = paced
         workers.call("start", rate=paced / len(workers.conns), alarms=True, alarm_every=args.alarm_every)
-        p0 = time.monotonic(), cpu_seconds(backend.pid)
+        p0 = time.monotonic(), backend.cpu_seconds()
         time.sleep(window)
-        p1 = time.monotonic(), cpu_seconds(backend.pid)
+        p1 = time.monotonic(), backend.cpu_seconds()
         workers.call("stop")
         result["paced_backend_cpu_pct"] = (p1[1] - p0[1]) / (p1[0] - p0[0]) * 100
         replies = workers.call("acks", timeout=args.ack_wait + 60, within=args.ack_wait)
@@ -818,7 +867,7 @@ def run_size(
         workers.call("start", rate=args.rate / len(workers.conns), alarms=True, alarm_every=args.alarm_every)
         load_started = time.monotonic()
         time.sleep(warmup)
-        b0 = heartbeat_mark(engine), time.monotonic(), cpu_seconds(backend.pid), cpu_seconds(broker.pid or 0)
+        b0 = heartbeat_mark(engine), time.monotonic(), backend.cpu_seconds(), cpu_seconds(broker.pid or 0)
         c0 = sum(cpu_seconds(p) for p in workers.pids)
         time.sleep(max(0.0, window / 2 - warmup))
         copies = -(-args.junk // len(workers.conns))  # the burst's copies, shared by the workers
@@ -830,9 +879,9 @@ def run_size(
             monitor.fleet_summary(engine)
             summary_ms.append((time.perf_counter() - before) * 1000)
         time.sleep(max(0.0, load_started + window - time.monotonic()))
-        b1 = heartbeat_mark(engine), time.monotonic(), cpu_seconds(backend.pid), cpu_seconds(broker.pid or 0)
+        b1 = heartbeat_mark(engine), time.monotonic(), backend.cpu_seconds(), cpu_seconds(broker.pid or 0)
         c1 = sum(cpu_seconds(p) for p in workers.pids)
-        result["backend_rss_mb"], result["backend_peak_mb"] = memory_mb(backend.pid)
+        result["backend_rss_mb"], result["backend_peak_mb"] = backend.memory_mb()
         result["broker_rss_mb"] = memory_mb(broker.pid or 0)[0]
         sent = sum(s["heartbeats"] for s in workers.call("stop"))
         persisted_window = count_rows(
@@ -858,10 +907,7 @@ def run_size(
             stored_all = count_rows(engine, since_mark, mark=mark)
         result["backlog_left"] = max(0, sent - stored_all)
         result["drain_s"] = time.monotonic() - drained
-        backend.conn.send("stop")
-        reply = backend.ask(timeout=120)
-        result["rejections"] = reply[1] if reply[0] == "counts" else {}
-        backend.close()
+        result["rejections"] = backend.stop()
         backend = None
         close_bench_alarms(engine)
         result.update(alarm_figures(engine, raised))
@@ -869,8 +915,7 @@ def run_size(
         return result
     finally:
         if backend is not None:
-            backend.conn.send("stop")
-            backend.close(30)
+            backend.kill()
         if workers is not None:
             workers.close()
         broker.stop(timeout=60)
@@ -934,7 +979,8 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
     print(
         f"database {db}; {'TLS' if args.tls else 'loopback plain'} listener; heartbeats offered at "
         f"{args.rate:.0f}/s for {args.duration:.0f} s; {ALARM_RAISERS} pendants raise an alarm every "
-        f"{args.alarm_every:g} s; clients in {args.workers} worker processes; {os.cpu_count()} cores"
+        f"{args.alarm_every:g} s; clients in {args.workers} worker processes; backend in "
+        f"{args.ingest_workers} process(es); {os.cpu_count()} cores"
     )
     print(
         "      N  connect  births | raw/s  persisted/s  share | alarm p50   p99   max ms  acked/sent  stored"
@@ -1053,6 +1099,12 @@ def main() -> None:
     )
     parser.add_argument("--junk", type=int, default=20, help="copies of each kind of junk in the burst")
     parser.add_argument("--workers", type=int, default=2, help="processes the pendants are spread over")
+    parser.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=1,
+        help="backend processes: the main one, and the rest ingest-only workers on its shared subscription",
+    )
     parser.add_argument("--tls", action="store_true", help="pendants use the TLS listener (default: plain)")
     parser.add_argument("--settle", type=float, default=120.0, help="seconds to wait for the births")
     parser.add_argument("--ack-wait", type=float, default=60.0, help="seconds to wait for the last acks")
