@@ -9,7 +9,6 @@ import logging
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,10 +51,6 @@ RETIRED_SUBSCRIPTIONS = tuple(
 # A worker's name becomes part of its client id (and so of its persistent session on the broker).
 WORKER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 HEALTH_SWEEP_S = 30.0
-# How long a thread that wants the interpreter waits before the one running must hand it over (Python's
-# default is 5 ms). Storing an alarm gives the interpreter up at every database call; while the ingest
-# thread is busy with a flood of heartbeats, each of those waited up to 5 ms to get it back.
-SWITCH_INTERVAL_S = 0.0005
 RETENTION_EVERY = timedelta(hours=1)
 # Ticks come at every device change too: beat at most this often, unless the broker link changed.
 BEAT_EVERY_S = 1.0
@@ -196,7 +191,6 @@ class BackendService:
             )
         if self.engine is None:
             self.engine = engine_for(self.settings)
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         endpoint = backend_endpoint(self.settings)
         self.ingest = Ingest(self.engine, clock=self.clock, on_change=self._device_changed)
         self.ingest_link = self._ingest_link(broker_secrets, endpoint.client_options())
