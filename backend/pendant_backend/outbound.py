@@ -59,11 +59,19 @@ def mark_attempted(engine: Engine, ids: list[int], *, now: datetime) -> None:
 
 def mark_sent(engine: Engine, outbound_id: int, *, now: datetime) -> None:
     """Record that the broker took the message (PUBACK)."""
+    mark_sent_many(engine, [(outbound_id, now)])
+
+
+def mark_sent_many(engine: Engine, taken: list[tuple[int, datetime]]) -> None:
+    """Record that the broker took these messages (id, when), in one transaction."""
+    if not taken:
+        return
+    when = dict(taken)
     with session_scope(engine) as session:
-        item = session.get(Outbound, outbound_id)
-        if item is not None and item.sent_at is None:
-            item.sent_at = now
-            session.add(item)
+        for item in session.exec(select(Outbound).where(col(Outbound.id).in_(list(when)))):
+            if item.sent_at is None:
+                item.sent_at = when[item.id]
+                session.add(item)
 
 
 def high_water(session: Session) -> int:

@@ -65,11 +65,23 @@ class Rules:
     and tests call it with a controlled clock."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, *, publish: Callable[..., None] | None = None
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        publish: Callable[..., None] | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
-        self.engine, self.settings, self.publish = engine, settings, publish
+        self.engine, self.settings, self.publish, self.wake = engine, settings, publish, wake
         self._changed: set[str] = set()
         self._changed_lock = threading.Lock()
+        # Outbound messages the broker has taken (id, when), recorded by the next tick: the PUBACK
+        # arrives on the link's thread, which also stores and acks alarms and must not wait for the
+        # database on their behalf (measured: with 10,000 configs to send on PostgreSQL, a commit per
+        # PUBACK there held alarm acks back 5-12 s).
+        self._taken: list[tuple[int, datetime]] = []
+        self._handed = 0
+        self._taken_lock = threading.Lock()
         self._last_sweep: datetime | None = None
         self._last_purge: datetime | None = None
 
@@ -110,17 +122,32 @@ class Rules:
             self._last_purge = now
 
     def _publish_outbound(self, now: datetime) -> None:
+        with self._taken_lock:
+            taken, self._taken = self._taken, []
+        outbound.mark_sent_many(self.engine, taken)
         waiting = outbound.due(self.engine, now=now)
         if not waiting:
             return
         outbound.mark_attempted(self.engine, [m.id for m in waiting], now=now)
+        with self._taken_lock:
+            self._handed = len(waiting)
         for message in waiting:
             self.publish(
                 message.topic,
                 message.payload.encode(),
                 retain=message.retain,
-                on_taken=lambda pk=message.id: outbound.mark_sent(self.engine, pk, now=utc_now()),
+                on_taken=lambda pk=message.id: self._was_taken(pk),
             )
+
+    def _was_taken(self, outbound_id: int) -> None:
+        """On the link's thread: note it, and once the last one handed over is taken, wake the rules so
+        that they record them and send what waits next."""
+        with self._taken_lock:
+            self._taken.append((outbound_id, utc_now()))
+            self._handed -= 1
+            last = self._handed == 0
+        if last and self.wake is not None:
+            self.wake()
 
 
 def check_worker_name(name: str) -> str:
@@ -205,7 +232,7 @@ class BackendService:
                 retry_max_s=RETRY_WITH_ALARMS_MAX_S,
                 holds=self.priority,
             )
-            self.rules = Rules(self.engine, self.settings, publish=self.link.publish)
+            self.rules = Rules(self.engine, self.settings, publish=self.link.publish, wake=self._wake.set)
             if self.settings.webhook_url:
                 self.notifier = notify.Notifier(
                     self.engine,
