@@ -9,6 +9,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,11 @@ RETIRED_SUBSCRIPTIONS = tuple(
 # A worker's name becomes part of its client id (and so of its persistent session on the broker).
 WORKER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 HEALTH_SWEEP_S = 30.0
+# How long a thread that wants the interpreter waits before the running one must hand it over (Python's
+# default is 5 ms). Every database call gives the interpreter up (a round trip to PostgreSQL, a step of
+# SQLite) and must get it back from whichever thread is computing: with 5 ms, on PostgreSQL under a
+# heartbeat flood, each of those waits cost up to 5 ms (docs/scaling.md has the runs with and without).
+SWITCH_INTERVAL_S = 0.0005
 RETENTION_EVERY = timedelta(hours=1)
 # Ticks come at every device change too: beat at most this often, unless the broker link changed.
 BEAT_EVERY_S = 1.0
@@ -218,6 +224,7 @@ class BackendService:
             )
         if self.engine is None:
             self.engine = engine_for(self.settings)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         endpoint = backend_endpoint(self.settings)
         self.ingest = Ingest(self.engine, clock=self.clock, on_change=self._device_changed)
         self.ingest_link = self._ingest_link(broker_secrets, endpoint.client_options())
