@@ -57,13 +57,8 @@ def mark_attempted(engine: Engine, ids: list[int], *, now: datetime) -> None:
             session.add(item)
 
 
-def mark_sent(engine: Engine, outbound_id: int, *, now: datetime) -> None:
-    """Record that the broker took the message (PUBACK)."""
-    mark_sent_many(engine, [(outbound_id, now)])
-
-
-def mark_sent_many(engine: Engine, taken: list[tuple[int, datetime]]) -> None:
-    """Record that the broker took these messages (id, when), in one transaction."""
+def mark_sent(engine: Engine, taken: list[tuple[int, datetime]]) -> None:
+    """Record that the broker took these messages (id, when its PUBACK came), in one transaction."""
     if not taken:
         return
     when = dict(taken)

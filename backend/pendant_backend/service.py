@@ -130,7 +130,7 @@ class Rules:
     def _publish_outbound(self, now: datetime) -> None:
         with self._taken_lock:
             taken, self._taken = self._taken, []
-        outbound.mark_sent_many(self.engine, taken)
+        outbound.mark_sent(self.engine, taken)
         waiting = outbound.due(self.engine, now=now)
         if not waiting:
             return

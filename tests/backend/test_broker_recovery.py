@@ -353,7 +353,7 @@ def test_outbound_serves_acks_before_configs_and_knows_its_high_water(engine) ->
     assert [m.topic for m in due][0] == "pendant/v1/pd-0001/alarm/ack"
     assert [m.retain for m in due] == [False, True, True, True]
     first_config = min(m.id for m in due if m.retain)
-    outbound.mark_sent(engine, first_config, now=now)
+    outbound.mark_sent(engine, [(first_config, now)])
     with Session(engine) as session:
         assert outbound.high_water(session) == first_config
         assert outbound.send_again_after(session, 0) == 1
