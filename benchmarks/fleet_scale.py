@@ -165,11 +165,11 @@ def status_payload(online: bool, boot: int, sess: int) -> bytes:
     return b'{"online":false,"boot":%d,"sess":%d}' % (boot, sess)
 
 
-def tele_payload(boot: int, up: int) -> bytes:
+def tele_payload(boot: int, up: int, cfg: int = 0) -> bytes:
     return (
         b'{"tst":%d,"boot":%d,"up":%d,"batt":87,"mv":3987,"chg":false,"rssi":-71,"reg":"home","rat":"LTE",'
-        b'"loc":{"lat":52.373101,"lon":4.892203,"acc":8,"tst":%d,"src":"gnss"},"fw":"%s","cfg":0,"out":0,'
-        b'"heap":41216}' % (int(time.time()), boot, up, int(time.time()) - 60, FW.encode())
+        b'"loc":{"lat":52.373101,"lon":4.892203,"acc":8,"tst":%d,"src":"gnss"},"fw":"%s","cfg":%d,"out":0,'
+        b'"heap":41216}' % (int(time.time()), boot, up, int(time.time()) - 60, FW.encode(), cfg)
     )
 
 
@@ -221,6 +221,8 @@ class SimulatedPendant:
 
         self.device_id, self.password, self.boot = device_id, password, boot
         self.up = 0
+        # The revision of the config in force: the retained config's `rev`, as the firmware applies it.
+        self.cfg = 0
         self.sess = int(time.time())
         self.client: Any = None
         self._gmqtt = gmqtt
@@ -247,7 +249,10 @@ class SimulatedPendant:
         self.client = client
 
     def _message(self, client: Any, name: str, payload: bytes, qos: int, properties: Any) -> int:
-        if name.endswith("/alarm/ack"):
+        if name.endswith("/config"):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.cfg = max(self.cfg, int(json.loads(payload)["rev"]))
+        elif name.endswith("/alarm/ack"):
             self.acks += 1
             # A malformed ack is counted all the same: it is the backend's bug, not the pendant's.
             with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -262,7 +267,7 @@ class SimulatedPendant:
 
     def heartbeat(self) -> bool:
         self.up += HEARTBEAT_S
-        return self.publish("tele", tele_payload(self.boot, self.up))
+        return self.publish("tele", tele_payload(self.boot, self.up, self.cfg))
 
     async def disconnect(self) -> None:
         if self.client is not None:
@@ -290,6 +295,10 @@ class WorkerFleet:
             if a.get("ghost")
         ]
         self.raisers = [p for p, a in zip(self.pendants, accounts, strict=False) if a.get("raiser")]
+        # The raisers are latency probes and send no heartbeats: with an alarm a second each, their open
+        # alarms would take a trail point from every heartbeat with a fix, dozens a heartbeat by the end of
+        # a phase, a load that depends on how long the phase ran and that no field sees.
+        self.beaters = [p for p in self.pendants if p not in self.raisers]
         self.heartbeats = 0
         # Each raiser's alarm counter, across the phases: every phase's alarms are new alarms.
         self._seq = {p.device_id: 0 for p in self.raisers}
@@ -334,15 +343,17 @@ class WorkerFleet:
         return {}
 
     async def _heartbeats(self, rate: float) -> None:
-        """Offer `rate` heartbeats a second in all, round robin over the pendants, in 10 ms ticks."""
-        if not self.pendants or rate <= 0:
+        """Offer `rate` heartbeats a second in all, round robin over the pendants but the raisers, in 10 ms
+        ticks."""
+        beaters = self.beaters
+        if not beaters or rate <= 0:
             return
-        started, turn = time.monotonic(), random.randrange(len(self.pendants))
+        started, turn = time.monotonic(), random.randrange(len(beaters))
         while not self._stop.is_set():
             due = int(rate * (time.monotonic() - started)) - self.heartbeats
             for _ in range(min(due, max(1, int(rate / 20)))):
-                turn = (turn + 1) % len(self.pendants)
-                if self.pendants[turn].heartbeat():
+                turn = (turn + 1) % len(beaters)
+                if beaters[turn].heartbeat():
                     self.heartbeats += 1
             await asyncio.sleep(0.01)
 
@@ -380,6 +391,12 @@ class WorkerFleet:
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
+        # Cancelled as well: a loop asleep now would otherwise wake after the next start() has cleared
+        # the event and go on beside the new one (a phase raised twice the alarms it should).
+        for task in (self._load, self._raising):
+            if task is not None:
+                task.cancel()
+        self._load = self._raising = None
         return {"heartbeats": self.heartbeats}
 
     async def wait_acks(self, within: float) -> dict[str, Any]:
@@ -405,7 +422,7 @@ class WorkerFleet:
                     turn += 1
         for ghost in self.ghosts:
             ghost.up += HEARTBEAT_S
-            if ghost.publish("tele", tele_payload(ghost.boot, ghost.up)):
+            if ghost.publish("tele", tele_payload(ghost.boot, ghost.up, ghost.cfg)):
                 sent["unknown device tele"] = sent.get("unknown device tele", 0) + 1
         return {"sent": sent}
 
@@ -796,7 +813,7 @@ def run_size(
     try:
         raw_password, ghosts = bench_accounts(settings)
         fleet = [dict(a) for a in accounts[:n]]
-        for a in fleet[:ALARM_RAISERS]:
+        for a in fleet[: raisers_of(n)]:
             a["raiser"] = True
         options = {
             "host": settings.mqtt_host if not args.tls else settings.mqtt_public_host,
@@ -909,6 +926,14 @@ def run_size(
         result["drain_s"] = time.monotonic() - drained
         result["rejections"] = backend.stop()
         backend = None
+        # Each pendant reports the retained config's revision in its heartbeats, as the firmware does.
+        behind_sql = (
+            "SELECT count(*) FROM devices WHERE config_applied_rev IS NOT config_rev AND device_id IN :ids"
+        )
+        if engine.dialect.name == "postgresql":
+            behind_sql = behind_sql.replace("IS NOT", "IS DISTINCT FROM")
+        beaters = [a["device_id"] for a in fleet if not a.get("raiser")]
+        result["config_behind"] = count_rows_in(engine, behind_sql, beaters)
         close_bench_alarms(engine)
         result.update(alarm_figures(engine, raised))
         result["junk_sent"] = merge_counts(junk)
@@ -919,6 +944,12 @@ def run_size(
         if workers is not None:
             workers.close()
         broker.stop(timeout=60)
+
+
+def raisers_of(n: int) -> int:
+    """How many of N pendants raise alarms: ALARM_RAISERS, and at most half of a small fleet, so that
+    the rest send the heartbeats."""
+    return min(ALARM_RAISERS, max(1, n // 2))
 
 
 def count_rows_in(engine: Engine, sql: str, ids: list[str]) -> int:
@@ -978,8 +1009,8 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
     print()
     print(
         f"database {db}; {'TLS' if args.tls else 'loopback plain'} listener; heartbeats offered at "
-        f"{args.rate:.0f}/s for {args.duration:.0f} s; {ALARM_RAISERS} pendants raise an alarm every "
-        f"{args.alarm_every:g} s; clients in {args.workers} worker processes; backend in "
+        f"{args.rate:.0f}/s for {args.duration:.0f} s; {raisers_of(results[-1]['n'])} pendants raise an "
+        f"alarm every {args.alarm_every:g} s; clients in {args.workers} worker processes; backend in "
         f"{args.ingest_workers} process(es); {os.cpu_count()} cores"
     )
     print(
@@ -1016,7 +1047,8 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
             f"N={r['n']}: offered {r['offered_per_s']:.0f}/s with the backend "
             f"({r['raw_offered_per_s']:.0f}/s in the baseline); heartbeats not stored "
             f"{r['drain_s']:.0f} s after the load: {r['backlog_left']}; "
-            f"alarm resends {r['alarm_resends']}; connect failures {r['connect_failed']}"
+            f"alarm resends {r['alarm_resends']}; connect failures {r['connect_failed']}; "
+            f"pendants (but the raisers) reporting an older config than the database's: {r['config_behind']}"
         )
         print(f"  junk sent: {json.dumps(r['junk_sent'], sort_keys=True)}")
         print(f"  rejections the backend counted: {json.dumps(r['rejections'], sort_keys=True)}")

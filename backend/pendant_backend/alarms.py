@@ -9,7 +9,7 @@ and their webhook says `"test": true`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from pendant_backend import BackendError, audit, chain, lifecycle, notify, outbound, payloads
 from pendant_backend.db import session_scope
-from pendant_backend.models import Alarm, AlarmLocation, Device, iso, utc_now
+from pendant_backend.models import Alarm, AlarmLocation, Device, as_utc, iso, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -151,16 +151,25 @@ def escalate_due(engine: Engine, *, now: datetime, after_s: int, max_count: int)
     """Escalate every alarm left unacknowledged for another `after_s` seconds: an audit event and the
     webhook again. Returns the alarms escalated."""
     escalated = []
+    # Runs at every tick: only the columns the decision reads, of the alarms waiting long enough for a
+    # first escalation at least (not a row object per unacknowledged alarm).
+    query = select(Alarm.id, Alarm.received_at, Alarm.escalations).where(
+        Alarm.state == "received",
+        col(Alarm.test).is_(False),
+        col(Alarm.received_at) <= now - timedelta(seconds=after_s),
+    )
+    if max_count:
+        query = query.where(col(Alarm.escalations) < max_count)
     with Session(engine) as session:
         waiting = [
-            a.id
-            for a in session.exec(select(Alarm).where(Alarm.state == "received", col(Alarm.test).is_(False)))
+            pk
+            for pk, received_at, escalations in session.exec(query)
             if lifecycle.escalation_due(
-                state=a.state,
-                test=a.test,
-                received_s=a.received_at.timestamp(),
+                state="received",
+                test=False,
+                received_s=as_utc(received_at).timestamp(),
                 now_s=now.timestamp(),
-                escalations=a.escalations,
+                escalations=escalations,
                 after_s=after_s,
                 max_count=max_count,
             )

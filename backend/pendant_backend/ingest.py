@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, func, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, func, or_, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -127,6 +127,7 @@ class _DeviceState(NamedTuple):
     device_id: str
     online: bool | None
     boot: int | None
+    heartbeat_up: int | None
     fw: str | None
     config_applied_rev: int | None
     connectivity: str
@@ -161,6 +162,17 @@ def routine_recheck(state: _DeviceState, tele: payloads.Telemetry, now: datetime
     return later if due is None else min(due, later)
 
 
+def is_newer(boot: int | None, heartbeat_up: int | None, tele: payloads.Telemetry) -> bool:
+    """True when `tele` is newer than the heartbeat a device row took last (its `boot` and
+    `heartbeat_up`): a later boot, or a later `up` in the same boot. Two workers may store one pendant's
+    heartbeats in the other order; an older one must not put the row's readings back. A birth of
+    another boot resets `heartbeat_up`, so a pendant whose boot counter restarted (its flash erased) is
+    followed again from its first birth on."""
+    if boot is None or tele.boot > boot:
+        return True
+    return tele.boot == boot and (heartbeat_up is None or tele.up > heartbeat_up)
+
+
 def _update_latest_state() -> Any:
     """The statement that writes a device's latest state after its heartbeats (one parameter set per
     device): what `_touch` and `_apply_heartbeat` do to an ORM row, as columns."""
@@ -170,6 +182,17 @@ def _update_latest_state() -> Any:
     def typed(name: str, column: str) -> Any:
         return bindparam(name, type_=table.c[column].type)
 
+    boot, up = typed("b_boot", "boot"), typed("b_up", "heartbeat_up")
+    # is_newer(), in SQL: the right-hand sides of an UPDATE all read the row as it was.
+    newer = or_(
+        table.c.boot.is_(None),
+        boot > table.c.boot,
+        and_(boot == table.c.boot, or_(table.c.heartbeat_up.is_(None), up > table.c.heartbeat_up)),
+    )
+
+    def if_newer(name: str, column: str) -> Any:
+        return case((newer, typed(name, column)), else_=table.c[column])
+
     return (
         update(table)
         .where(table.c.device_id == bindparam("b_id"))
@@ -177,9 +200,10 @@ def _update_latest_state() -> Any:
             first_seen_at=func.coalesce(table.c.first_seen_at, bindparam("b_now", type_=moment)),
             last_seen_at=bindparam("b_now", type_=moment),
             last_heartbeat_at=bindparam("b_now", type_=moment),
-            boot=typed("b_boot", "boot"),
-            fw=typed("b_fw", "fw"),
-            config_applied_rev=typed("b_cfg", "config_applied_rev"),
+            boot=if_newer("b_boot", "boot"),
+            heartbeat_up=if_newer("b_up", "heartbeat_up"),
+            fw=if_newer("b_fw", "fw"),
+            config_applied_rev=if_newer("b_cfg", "config_applied_rev"),
             online=func.coalesce(table.c.online, True),
             last_fix_at=func.coalesce(bindparam("b_fix", type_=moment), table.c.last_fix_at),
             health_due_at=typed("b_due", "health_due_at"),
@@ -486,7 +510,9 @@ class Ingest:
                 found[item.index] = Outcome(item.topic, "tele", item.device_id, duplicate=True)
                 continue
             new_keys.discard(key)  # a second copy in the same run is a duplicate too
-            latest[item.device_id] = tele
+            last = latest.get(item.device_id)
+            if last is None or (tele.boot, tele.up) > (last.boot, last.up):
+                latest[item.device_id] = tele
             if tele.loc is not None:
                 fixed_at[item.device_id] = fix_time(tele, now)
                 located.append(item)
@@ -507,6 +533,7 @@ class Ingest:
                     "b_id": device_id,
                     "b_now": now,
                     "b_boot": tele.boot,
+                    "b_up": tele.up,
                     "b_fw": tele.fw,
                     "b_cfg": tele.cfg,
                     "b_fix": fixed_at.get(device_id),
@@ -772,6 +799,8 @@ class Ingest:
 
     def _apply_status(self, device: Device, status: payloads.Status) -> None:
         if status.online:
+            if status.boot != device.boot:
+                device.heartbeat_up = None
             device.online, device.sess, device.boot, device.fw = True, status.sess, status.boot, status.fw
             log.info(
                 "%s online (boot %d, sess %d, fw %s)", device.device_id, status.boot, status.sess, status.fw
@@ -793,7 +822,9 @@ class Ingest:
         session: Session, device: Device, tele: payloads.Telemetry, now: datetime, open_alarms: list[Alarm]
     ) -> None:
         """The device's latest state, in place, and a trail point on each of its open alarms."""
-        device.boot, device.fw, device.config_applied_rev = tele.boot, tele.fw, tele.cfg
+        if is_newer(device.boot, device.heartbeat_up, tele):
+            device.boot, device.heartbeat_up = tele.boot, tele.up
+            device.fw, device.config_applied_rev = tele.fw, tele.cfg
         device.last_heartbeat_at = now
         if device.online is None:
             device.online = True

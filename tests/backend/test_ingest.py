@@ -528,6 +528,65 @@ def test_a_redelivered_heartbeat_makes_no_second_row(ingest: Ingest, engine) -> 
     assert heartbeat_count(engine) == 1
 
 
+def readings(engine, device_id: str = "pd-0001") -> tuple[object, ...]:
+    with Session(engine) as session:
+        device = session.get(Device, device_id)
+        return device.boot, device.heartbeat_up, device.fw, device.config_applied_rev
+
+
+NEWER = heartbeat(500, boot=13, fw="0.2.0", cfg=5)
+OLDER = (heartbeat(9000, boot=12, fw="0.1.0", cfg=4), heartbeat(400, boot=13, fw="0.1.9", cfg=4))
+
+
+@pytest.mark.parametrize("older", OLDER, ids=["earlier-boot", "same-boot-earlier-up"])
+@pytest.mark.parametrize("path", ["lean", "orm", "single"])
+def test_a_heartbeat_stored_late_by_another_worker_puts_no_reading_back(
+    engine, path: str, older: bytes
+) -> None:
+    # Two workers on the shared subscription: one stores the newer heartbeat first, the other the older
+    # one a moment later. Both are history; the row keeps the newer one's boot, firmware and config.
+    first, second = Ingest(engine, clock=lambda: NOW), Ingest(engine, clock=lambda: NOW)
+
+    def store(ingest: Ingest, payload: bytes) -> None:
+        if path == "single":
+            outcome = ingest.handle(TELE_TOPIC, payload)
+        else:
+            # "orm": a device that sent more than heartbeats in the batch goes through the ORM.
+            extra = (
+                [("pendant/v1/pd-0001/evt", (EXAMPLES / "events" / "evt-low-battery.json").read_bytes())]
+                if path == "orm"
+                else []
+            )
+            outcome = ingest.handle_batch([*extra, (TELE_TOPIC, payload)])[-1]
+        assert outcome is not None and outcome.error is None and not outcome.duplicate
+
+    store(first, NEWER)
+    assert readings(engine) == (13, 500, "0.2.0", 5)
+    store(second, older)
+    assert readings(engine) == (13, 500, "0.2.0", 5)
+    assert heartbeat_count(engine) == 2
+    with Session(engine) as session:
+        assert as_utc(session.get(Device, "pd-0001").last_heartbeat_at) == NOW
+
+
+def test_the_newest_heartbeat_of_a_batch_sets_the_readings_whatever_its_place(ingest: Ingest, engine) -> None:
+    ingest.handle_batch([(TELE_TOPIC, NEWER), (TELE_TOPIC, OLDER[1])])
+    assert readings(engine) == (13, 500, "0.2.0", 5)
+
+
+def test_a_birth_of_another_boot_restarts_the_order_even_for_a_lower_boot(ingest: Ingest, engine) -> None:
+    # A pendant whose flash was erased counts its boots from 1 again: its birth is the new start.
+    ingest.handle(TELE_TOPIC, NEWER)
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":true,"boot":1,"sess":1,"fw":"0.3.0"}')
+    assert readings(engine) == (1, None, "0.3.0", 5)
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(180, boot=1, fw="0.3.0", cfg=6))])
+    assert readings(engine) == (1, 180, "0.3.0", 6)
+    # A reconnect within the same boot keeps the order it had.
+    ingest.handle("pendant/v1/pd-0001/status", b'{"online":true,"boot":1,"sess":2,"fw":"0.3.0"}')
+    ingest.handle(TELE_TOPIC, heartbeat(120, boot=1, fw="0.3.0", cfg=2))
+    assert readings(engine) == (1, 180, "0.3.0", 6)
+
+
 def test_heartbeats_alone_write_the_state_a_single_heartbeat_writes(ingest: Ingest, engine) -> None:
     # A device that sent only heartbeats in a batch takes the lean path (columns, not ORM rows): its
     # row must end as handle() leaves it, and an open alarm's trail must grow by one point per fix.

@@ -107,6 +107,9 @@ class Device(DeviceBase, table=True):
     # `sess` of the last birth: a will with a lower `sess` belongs to an older connection.
     sess: int | None = None
     boot: int | None = None
+    # `up` of the newest heartbeat taken of boot `boot` (None until one came, and again after a birth
+    # of another boot): a heartbeat older than it (another worker's, handled late) changes no reading.
+    heartbeat_up: int | None = None
     fw: str | None = Field(default=None, max_length=64)
     # Config: the revision published to the device, the one it says it applies, and its last refusal.
     config_rev: int = 0
