@@ -928,10 +928,9 @@ def run_size(
         backend = None
         # Each pendant reports the retained config's revision in its heartbeats, as the firmware does.
         behind_sql = (
-            "SELECT count(*) FROM devices WHERE config_applied_rev IS NOT config_rev AND device_id IN :ids"
+            "SELECT count(*) FROM devices WHERE config_applied_rev IS DISTINCT FROM config_rev "
+            "AND device_id IN :ids"
         )
-        if engine.dialect.name == "postgresql":
-            behind_sql = behind_sql.replace("IS NOT", "IS DISTINCT FROM")
         beaters = [a["device_id"] for a in fleet if not a.get("raiser")]
         result["config_behind"] = count_rows_in(engine, behind_sql, beaters)
         close_bench_alarms(engine)

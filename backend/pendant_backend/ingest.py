@@ -511,7 +511,7 @@ class Ingest:
                 continue
             new_keys.discard(key)  # a second copy in the same run is a duplicate too
             last = latest.get(item.device_id)
-            if last is None or (tele.boot, tele.up) > (last.boot, last.up):
+            if last is None or is_newer(last.boot, last.up, tele):
                 latest[item.device_id] = tele
             if tele.loc is not None:
                 fixed_at[item.device_id] = fix_time(tele, now)
