@@ -16,7 +16,10 @@ for an absent backend):
 
 1. baseline: the same heartbeat load to one plain subscriber (paho, QoS 1) with no backend: the
    broker's raw rate;
-2. the backend starts and the pendants reconnect (their births are stored);
+2. the backend starts and the pendants reconnect (their births are stored); the backend republishes
+   every config to the new broker (the time until it has is printed); every pendant sends its first
+   heartbeat since its boot (each one a battery "unknown" -> state change), and the benchmark waits
+   until the backend is idle: the phases below measure a fleet that is running, not its start;
 3. the fleet's own pace: N heartbeats per 180 s (sped up `--pace` times) while 10 pendants raise alarms
    (the real payload, resent until `alarm/ack` as the firmware does, on an accelerated backoff): what
    an alarm waits on a fleet that is not saturated;
@@ -38,7 +41,7 @@ real deployment's folder.
 
 Run: .venv/bin/python benchmarks/fleet_scale.py [--sizes 1000,5000,10000] [--db sqlite|postgres]
      [--duration 20] [--rate 8000] [--pace 1] [--workers 2] [--ingest-workers 1] [--tls]
-     [--data DIR] [--json FILE]
+     [--data DIR] [--json FILE] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -121,6 +124,15 @@ def wait_idle(pid: int, since: float, *, limit: float) -> float | None:
         quiet = quiet + 1 if (cpu_seconds(pid) - before) * 100 < IDLE_CPU_PCT else 0
         if quiet >= IDLE_SECONDS:
             return time.monotonic() - since
+    return None
+
+
+def wait_for(done: Any, since: float, *, limit: float) -> float | None:
+    """Poll `done()` twice a second; the seconds from `since` until it was true, or None after `limit`."""
+    while time.monotonic() - since < limit:
+        if done():
+            return time.monotonic() - since
+        time.sleep(0.5)
     return None
 
 
@@ -342,6 +354,17 @@ class WorkerFleet:
             self._raising = asyncio.ensure_future(self._raise_alarms(alarm_every))
         return {}
 
+    async def beat_all(self, rate: float) -> dict[str, Any]:
+        """One heartbeat from every pendant but the raisers, `rate` a second in all: the fleet's first
+        interval after the births, each heartbeat a pendant's first reading since its boot."""
+        sent, started = 0, time.monotonic()
+        for pendant in self.beaters:
+            while sent >= rate * (time.monotonic() - started):
+                await asyncio.sleep(0.01)
+            if pendant.heartbeat():
+                sent += 1
+        return {"heartbeats": sent}
+
     async def _heartbeats(self, rate: float) -> None:
         """Offer `rate` heartbeats a second in all, round robin over the pendants but the raisers, in 10 ms
         ticks."""
@@ -449,6 +472,8 @@ async def _serve_worker(conn: Connection, accounts: list[dict[str, Any]], option
             result = await fleet.disconnect()
         elif command == "start":
             result = fleet.start(**args)
+        elif command == "beat_all":
+            result = await fleet.beat_all(**args)
         elif command == "junk":
             result = fleet.junk(**args)
         elif command == "stop":
@@ -849,6 +874,8 @@ def run_size(
         workers.call("disconnect")
 
         # 2. The backend: births, then the same load with alarms and a junk burst.
+        recovered_sql = "SELECT coalesce(max(seq), 0) FROM audit_events WHERE kind = 'broker_recovered'"
+        recovered_mark = count_rows(engine, recovered_sql)
         backend = Backends(settings, args.ingest_workers)
         mark = heartbeat_mark(engine)
         started = time.monotonic()
@@ -863,9 +890,21 @@ def run_size(
                 break
             time.sleep(0.5)
         result["births_stored_s"] = births
-        # Its start-up work (classifying every device, the births, the configs republished after the new
-        # broker start) must be over before the fleet's pace is measured, or the phase measures that.
-        result["backend_idle_s"] = wait_idle(backend.main_pid, started, limit=args.settle)
+        # The broker is new: the backend republishes every config (recovery.CONFIGS_PER_S, paced so as
+        # not to hold alarms up) and records it in the audit chain when the broker holds them all.
+        result["configs_back_s"] = wait_for(
+            lambda: count_rows(engine, recovered_sql) > recovered_mark, started, limit=args.settle
+        )
+        # The fleet's first interval: each pendant's first heartbeat since its boot moves its battery
+        # from "unknown" to a state, a health event each. The phases measure a fleet that is running.
+        beats_started = time.monotonic()
+        first = sum(w["heartbeats"] for w in workers.call("beat_all", rate=args.rate / len(workers.conns)))
+        since_mark = "SELECT count(*) FROM heartbeats WHERE id > :mark"
+        wait_for(lambda: count_rows(engine, since_mark, mark=mark) >= first, beats_started, limit=args.settle)
+        # Its start-up work (classifying every device, the births, the first heartbeats) must be over
+        # before the fleet's pace is measured, or the phase measures that.
+        result["first_beats_s"] = wait_idle(backend.main_pid, beats_started, limit=args.settle)
+        result["backend_idle_s"] = time.monotonic() - started
 
         # 2a. The fleet's own pace: N heartbeats per interval (sped up by --pace), with the alarms.
         paced = n / HEARTBEAT_S * args.pace
@@ -874,7 +913,7 @@ def run_size(
         p0 = time.monotonic(), backend.cpu_seconds()
         time.sleep(window)
         p1 = time.monotonic(), backend.cpu_seconds()
-        workers.call("stop")
+        first += sum(s["heartbeats"] for s in workers.call("stop"))
         result["paced_backend_cpu_pct"] = (p1[1] - p0[1]) / (p1[0] - p0[0]) * 100
         replies = workers.call("acks", timeout=args.ack_wait + 60, within=args.ack_wait)
         paced_alarms = [a for reply in replies for a in reply["alarms"]]
@@ -886,6 +925,7 @@ def run_size(
         time.sleep(warmup)
         b0 = heartbeat_mark(engine), time.monotonic(), backend.cpu_seconds(), cpu_seconds(broker.pid or 0)
         c0 = sum(cpu_seconds(p) for p in workers.pids)
+        profiler = start_profile(args.profile, n, backend.main_pid, window - warmup)
         time.sleep(max(0.0, window / 2 - warmup))
         copies = -(-args.junk // len(workers.conns))  # the burst's copies, shared by the workers
         junk = [w["sent"] for w in workers.call("junk", copies=copies)]
@@ -912,17 +952,19 @@ def run_size(
         result["clients_cpu_pct"] = (c1 - c0) / seconds * 100
         result["cost_us"] = (b1[2] - b0[2]) / persisted_window * 1e6 if persisted_window else None
         result["summary_ms"] = summary_ms
+        if profiler is not None:
+            profiler.wait(timeout=120)
 
         # 3. The alarms' acks, and the heartbeats the backend had not stored yet.
         replies = workers.call("acks", timeout=args.ack_wait + 60, within=args.ack_wait)
         raised = [a for reply in replies for a in reply["alarms"]]
         drained = time.monotonic()
-        since_mark = "SELECT count(*) FROM heartbeats WHERE id > :mark"
+        # Every heartbeat since the births: the first ones, the paced phase's and the saturation's.
         stored_all = count_rows(engine, since_mark, mark=mark)
-        while stored_all < sent and time.monotonic() - drained < args.drain:
+        while stored_all < first + sent and time.monotonic() - drained < args.drain:
             time.sleep(1)
             stored_all = count_rows(engine, since_mark, mark=mark)
-        result["backlog_left"] = max(0, sent - stored_all)
+        result["backlog_left"] = max(0, first + sent - stored_all)
         result["drain_s"] = time.monotonic() - drained
         result["rejections"] = backend.stop()
         backend = None
@@ -943,6 +985,21 @@ def run_size(
         if workers is not None:
             workers.close()
         broker.stop(timeout=60)
+
+
+def start_profile(folder: Path | None, n: int, pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy, sampling the backend's main process over the saturation window into <folder>/backend-N.txt
+    (py-spy's raw format: one stack and its sample count per line), when asked."""
+    if folder is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"backend-{n}.txt"
+    command = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "50"]
+    command += ["--format", "raw", "--threads", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def raisers_of(n: int) -> int:
@@ -1032,11 +1089,16 @@ def print_report(results: list[dict[str, Any]], db: str, args: argparse.Namespac
         f"at the fleet's own pace (N heartbeats per {HEARTBEAT_S:.0f} s, x{args.pace:g}), "
         "with the same alarms:"
     )
-    print("      N  idle after | offered/s | alarm p50   p99   max ms  acked/sent  stored | backend CPU%")
+    print(
+        "      N  configs back  first beats  idle after | offered/s | alarm p50   p99   max ms  acked/sent"
+        "  stored | backend CPU%"
+    )
     for r in results:
         a = r["paced"]
         print(
-            f"{r['n']:7d}  {show(r['backend_idle_s'], '{:9.1f}s'):>10} | {r['paced_offered_per_s']:9.0f} |"
+            f"{r['n']:7d}  {show(r['configs_back_s'], '{:11.1f}s'):>12}"
+            f"  {show(r['first_beats_s'], '{:10.1f}s'):>11}"
+            f"  {show(r['backend_idle_s'], '{:9.1f}s'):>10} | {r['paced_offered_per_s']:9.0f} |"
             f" {show(a['alarm_p50_ms'], '{:9.1f}')} {show(a['alarm_p99_ms'], '{:5.1f}')}"
             f" {show(a['alarm_max_ms'], '{:6.0f}')}  {a['alarms_acked']:5d}/{a['alarms']:<5d}"
             f" {a['alarms_stored']:6d} | {r['paced_backend_cpu_pct']:12.0f}"
@@ -1142,6 +1204,11 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the backlog")
     parser.add_argument("--data", type=Path, help="data folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the figures to this file as JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="folder for a py-spy profile of the backend over each saturation window (needs py-spy)",
+    )
     args = parser.parse_args()
     sizes = sorted(int(part) for part in args.sizes.split(","))
     # The limit is per process: Mosquitto holds a socket per pendant, each client worker its share.

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from pendant_backend import mqtt_link
 from pendant_backend.db import engine_for
 from pendant_backend.models import Alarm
 from pendant_backend.mqtt_link import RETRY_WITH_ALARMS_MAX_S
@@ -279,6 +280,22 @@ def test_backend_publishes_retained_config_that_the_pendant_receives(broker, bac
     assert not pendant.subscribe("pendant/v1/pd-0001/config").is_failure
     message = pendant.expect("pendant/v1/pd-0001/config")
     assert (message.payload, message.retain) == (config, True)
+
+
+def test_a_message_queued_by_another_thread_goes_out_without_waiting_for_the_link(
+    broker, backend, pendant, monkeypatch
+) -> None:
+    # The link's idle wait made longer than the test waits: only the wake-up can send these in time.
+    monkeypatch.setattr(mqtt_link, "IDLE_WAIT_S", 60.0)
+    wait_until(lambda: backend.recovery.idle, "the backend to check the broker's mark")
+    assert not pendant.subscribe("pendant/v1/pd-0001/cmd").is_failure
+    time.sleep(0.3)  # the link's thread is in its long wait now
+    for n in range(3):
+        taken = threading.Event()
+        payload = b'{"id":"wake-%d","op":"locate"}' % n
+        backend.link.publish("pendant/v1/pd-0001/cmd", payload, on_taken=taken.set)
+        assert taken.wait(15), f"message {n} waited for the link's idle wait"
+        assert pendant.expect("pendant/v1/pd-0001/cmd").payload == payload
 
 
 def refuse_alarms(engine, refuse: bool) -> None:

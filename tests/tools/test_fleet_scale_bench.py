@@ -42,6 +42,9 @@ def test_the_fleet_benchmark_runs_at_five_pendants(tmp_path: Path) -> None:
     assert paced["alarms"] > 0
     assert paced["alarms_acked"] == paced["alarms_stored"] == paced["alarms"]
     assert result["raw_per_s"] > 0 and result["persisted_per_s"] > 0
+    # The start was over before the phases: the configs back on the new broker, the first heartbeats
+    # stored and classified.
+    assert result["configs_back_s"] is not None and result["first_beats_s"] is not None, result
     assert result["backlog_left"] == 0
     # The burst's junk was rejected by reason (counted by whichever worker took it), the unknown
     # accounts' messages among it.
