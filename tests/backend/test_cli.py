@@ -373,3 +373,18 @@ def test_a_token_for_an_unknown_account_is_one_clear_line(broker) -> None:
     assert result.output.strip().splitlines() == [
         "Error: there is no account 'nobody': add it with `pendant user add`"
     ]
+
+
+def test_a_read_only_command_prints_no_migration_chatter(settings) -> None:
+    env = {**os.environ, **cli_env(settings)}
+    command = [str(Path(sys.executable).parent / "pendant"), "fleet", "--summary"]
+    engine_for(settings).dispose()  # the database, at the newest schema
+    for _ in range(2):
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "pendants" in run.stdout, run.stdout
+        assert "alembic" not in run.stderr + run.stdout, run.stderr
+    verbose = subprocess.run(
+        [command[0], "-v", *command[1:]], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "alembic" in verbose.stderr, verbose.stderr  # -v still shows it

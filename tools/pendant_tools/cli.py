@@ -83,3 +83,6 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic logs each plugin it sets up and each migration context at INFO: nine lines on every command
+    # that opens the database. Our own line says when the schema was upgraded; -v shows Alembic's.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
