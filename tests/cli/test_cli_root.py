@@ -4,6 +4,8 @@ examples in `--help` (issue 6: hard to misuse, `--help` that teaches)."""
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 
 import click
 import pytest
@@ -47,3 +49,10 @@ def test_an_unknown_command_is_one_clear_error() -> None:
     result = CliRunner().invoke(main, ["flsh"])
     assert result.exit_code == 2
     assert "No such command 'flsh'" in result.output
+
+
+def test_version_names_the_installed_release() -> None:
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"pendant {project['project']['version']}\n"

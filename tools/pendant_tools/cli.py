@@ -70,6 +70,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+@click.version_option(package_name="pendant-alarm", prog_name="pendant", message="%(prog)s %(version)s")
 def main(verbose: bool) -> None:
     """Pendant alarm system: broker, backend, bench simulator and technician tools.
 
