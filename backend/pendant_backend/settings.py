@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from pendant_backend import BackendError
 
 DEFAULT_MQTT_HOST = "127.0.0.1"
@@ -123,7 +126,7 @@ class Settings:
 
         settings = cls(
             data_dir=data_dir,
-            db_url=env.get("PENDANT_DB_URL") or default_db_url(data_dir),
+            db_url=database_url(env.get("PENDANT_DB_URL") or "") or default_db_url(data_dir),
             mqtt_host=env.get("PENDANT_MQTT_HOST") or DEFAULT_MQTT_HOST,
             mqtt_port=port_number("PENDANT_MQTT_PORT", DEFAULT_MQTT_PORT),
             mqtt_plain=switch("PENDANT_MQTT_PLAIN", True),
@@ -279,6 +282,32 @@ def check_tile_url(url: str) -> str:
             f"PENDANT_TILE_URL must be an http(s) URL with {{z}}, {{x}} and {{y}} in it, not {url!r}"
         )
     return url
+
+
+# The databases the project runs on (SQLAlchemy's drivers: `postgresql` means psycopg 3 here, db.py).
+_DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+_DATABASE_EXAMPLES = "sqlite:////var/lib/pendant/pendant.db or postgresql://user:password@host/dbname"
+
+
+def database_url(text: str) -> str:
+    """PENDANT_DB_URL checked: "" (unset), or a SQLite or PostgreSQL URL; BackendError otherwise (the
+    message never shows the password)."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise BackendError(
+            f"PENDANT_DB_URL cannot be read as a database URL: give one like {_DATABASE_EXAMPLES}"
+        ) from None
+    if url.drivername not in _DATABASE_DRIVERS:
+        shown = url.render_as_string(hide_password=True)
+        raise BackendError(
+            f"PENDANT_DB_URL {shown} names a database this project does not run on ({url.drivername}): "
+            f"use SQLite or PostgreSQL, e.g. {_DATABASE_EXAMPLES}"
+        )
+    return text
 
 
 def default_db_url(data_dir: Path) -> str:

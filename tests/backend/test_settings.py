@@ -197,3 +197,26 @@ def test_every_setting_is_in_the_operations_table() -> None:
     table = doc[doc.index("## Settings") : doc.index("## The data folder")]
     read = set(re.findall(r'"(PENDANT_[A-Z_]+)"', source))
     assert read and read <= set(re.findall(r"`(PENDANT_[A-Z_]+)`", table))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:secret@db/pendant", "names a database this project does not run on (mysql)"),
+        ("postgresql+psycopg2://u:secret@db/pendant", "(postgresql+psycopg2)"),
+        ("not a url", "cannot be read as a database URL"),
+    ],
+)
+def test_an_unsupported_database_url_is_a_clear_error_without_its_password(url: str, message: str) -> None:
+    with pytest.raises(BackendError, match=re.escape(message)) as caught:
+        Settings.from_env({"PENDANT_DB_URL": url})
+    assert "secret" not in str(caught.value)
+    assert "postgresql://user:password@host/dbname" in str(caught.value)  # what to give instead
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:////var/lib/pendant/pendant.db", "postgresql://u:p@db/pendant", "postgresql+psycopg://db/p"],
+)
+def test_sqlite_and_postgresql_urls_are_taken(url: str) -> None:
+    assert Settings.from_env({"PENDANT_DB_URL": url}).db_url == url

@@ -87,7 +87,10 @@ def demo(device_id: str) -> None:
       pendant sim press pd-0001      # hold the panic button for 2.5 s
       pendant alarms list            # the alarms the backend has stored
     """
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except BackendError as exc:  # a PENDANT_* setting that cannot be read: say which, no traceback
+        raise click.ClickException(str(exc)) from None
     if not os.environ.get("PENDANT_MQTT_TLS_BIND"):
         # The demo stays on this machine unless told otherwise.
         settings = dataclasses.replace(settings, mqtt_tls_bind="127.0.0.1")
