@@ -388,3 +388,16 @@ def test_a_read_only_command_prints_no_migration_chatter(settings) -> None:
         [command[0], "-v", *command[1:]], env=env, capture_output=True, text=True, timeout=120
     )
     assert "alembic" in verbose.stderr, verbose.stderr  # -v still shows it
+
+
+@pytest.mark.parametrize(
+    "command", [["backend", "web"], ["backend", "api"], ["backend", "token", "create", "ann"]]
+)
+def test_the_console_and_token_create_make_no_empty_database(tmp_path: Path, command: list[str]) -> None:
+    data = tmp_path / "data"
+    result = CliRunner().invoke(main, command, env={"PENDANT_DATA_DIR": str(data), "PENDANT_DB_URL": ""})
+    assert result.exit_code == 1, result.output
+    assert f"there is no database at {data / 'pendant.db'}: start the backend with `pendant backend run`" in (
+        result.output
+    )
+    assert not (data / "pendant.db").exists()

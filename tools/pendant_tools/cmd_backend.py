@@ -174,6 +174,8 @@ def _serve_web(host: str | None, port: int | None) -> None:
         check_installed(settings.frontend_dir)
     except MissingFrontend as exc:
         raise click.ClickException(str(exc)) from None
+    # The backend makes the database (`pendant backend run`); the console never makes an empty one.
+    engine = open_engine()
     host, port = host or settings.api_host, port or settings.api_port
     transport = web_transport(settings, host=host, plain=settings.web_plain)
     click.echo(
@@ -182,7 +184,7 @@ def _serve_web(host: str | None, port: int | None) -> None:
     )
     if not transport.plain and not settings.operator_tls:
         click.echo(f"web: browsers and API clients must trust the CA {settings.tls_dir / 'ca.crt'}", err=True)
-    serve(open_engine(create=True), settings, host=host, port=port, transport=transport)
+    serve(engine, settings, host=host, port=port, transport=transport)
 
 
 WEB_OPTIONS = (
@@ -265,7 +267,7 @@ def token_create(username: str, label: str | None) -> None:
     """
     from pendant_backend.tokens import create_token
 
-    token = create_token(open_engine(create=True), username=username, label=label, actor=cli_actor())
+    token = create_token(open_engine(), username=username, label=label, actor=cli_actor())
     click.echo(token)
     click.echo(
         f"token {label or username!r} for the account {username}: store it now, it cannot be shown again",
