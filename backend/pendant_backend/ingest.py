@@ -216,6 +216,7 @@ def _update_latest_state() -> Any:
 
 @functools.cache
 def _insert_heartbeats(dialect_name: str) -> Any:
+    """A bulk insert that skips a heartbeat another worker stored a moment ago (same key)."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     return dialect.insert(Heartbeat).on_conflict_do_nothing(index_elements=list(HEARTBEAT_KEY))
 
@@ -499,7 +500,7 @@ class Ingest:
         session.add_all(devices.values())
         session.flush()
         if rows:
-            session.connection().execute(self._insert_heartbeats(), rows)
+            session.connection().execute(_insert_heartbeats(self.engine.dialect.name), rows)
         return changed
 
     def _store_beats(
@@ -566,10 +567,6 @@ class Ingest:
         """Insert the rows, skipping those stored already (same key); the keys of those inserted."""
         statement = _insert_new_heartbeats(self.engine.dialect.name)
         return {tuple(row) for row in session.connection().execute(statement, rows)}
-
-    def _insert_heartbeats(self) -> Any:
-        """A bulk insert that skips a heartbeat another worker stored a moment ago (same key)."""
-        return _insert_heartbeats(self.engine.dialect.name)
 
     @staticmethod
     def _stored_heartbeats(

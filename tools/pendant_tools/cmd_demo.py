@@ -32,6 +32,7 @@ from pendant_backend.webhook_sink import Delivery, WebhookSink
 from pendant_hardware.flash import FirmwareBuildError, read_device_config
 from pendant_hardware.sim_host import BackgroundSimHost, SimHostError
 from pendant_hardware.virtual_pendant import VirtualPendant
+from pendant_tools.backend_cli import user_errors
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--device", "device_id", default=DEMO_DEVICE, show_default=True, help="Virtual pendant id.")
+@user_errors  # a PENDANT_* setting that cannot be read: one line that names it, no traceback
 def demo(device_id: str) -> None:
     """Run the broker, the backend, the operator console and one virtual pendant, until Ctrl-C.
 
@@ -87,10 +89,7 @@ def demo(device_id: str) -> None:
       pendant sim press pd-0001      # hold the panic button for 2.5 s
       pendant alarms list            # the alarms the backend has stored
     """
-    try:
-        settings = Settings.from_env()
-    except BackendError as exc:  # a PENDANT_* setting that cannot be read: say which, no traceback
-        raise click.ClickException(str(exc)) from None
+    settings = Settings.from_env()
     if not os.environ.get("PENDANT_MQTT_TLS_BIND"):
         # The demo stays on this machine unless told otherwise.
         settings = dataclasses.replace(settings, mqtt_tls_bind="127.0.0.1")
