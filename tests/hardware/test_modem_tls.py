@@ -21,7 +21,7 @@ from tls_support import TestCa
 from pendant_hardware.modem_sim import ModemSim
 
 from hw_helpers import MOSQUITTO, AtClient, Mosquitto, Subscriber
-from support import free_port
+from support import free_ports
 
 pytestmark = pytest.mark.broker
 
@@ -45,9 +45,10 @@ class TlsBroker(Mosquitto):
         # pytest's private temporary folder.
         text = "user root\n" if os.geteuid() == 0 else ""
         text += "per_listener_settings false\nallow_anonymous true\npersistence false\n"
+        # One more port than listeners: the plain listener's own may not be among the others.
+        ports = [p for p in free_ports(len(self.LISTENERS) + 1) if p != self.port][: len(self.LISTENERS)]
         text += f"listener {self.port} 127.0.0.1\n"
-        for attribute, (stem, options) in self.LISTENERS.items():
-            port = free_port()
+        for (attribute, (stem, options)), port in zip(self.LISTENERS.items(), ports, strict=True):
             setattr(self, attribute, port)
             text += f"listener {port} 127.0.0.1\ncafile {folder}/ca.pem\n"
             text += f"certfile {folder}/{stem}.pem\nkeyfile {folder}/{stem}.key\n{options}"
