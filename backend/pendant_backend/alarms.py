@@ -47,6 +47,11 @@ def find_alarm(session: Session, ref: str) -> Alarm | None:
     ).first()
 
 
+def _log_fields(alarm: Alarm) -> dict[str, str]:
+    """The log line's fields for this alarm (`pendant_backend.logs`)."""
+    return {"device_id": alarm.device_id, "alarm_id": alarm.ref}
+
+
 def _get(session: Session, ref: str) -> Alarm:
     alarm = find_alarm(session, ref)
     if alarm is not None:
@@ -116,7 +121,7 @@ def acknowledge_alarm(engine: Engine, *, ref: str, operator: str, now: datetime 
             data={"ref": alarm.ref},
         )
         _tell_pendant(session, alarm, now)
-    log.info("alarm %s acknowledged by %s", alarm.ref, operator)
+    log.info("alarm %s acknowledged by %s", alarm.ref, operator, extra=_log_fields(alarm))
     return alarm
 
 
@@ -143,7 +148,7 @@ def resolve_alarm(
             data={"ref": alarm.ref, "resolution": resolution, "note": chain.digest(note)},
         )
         _tell_pendant(session, alarm, now)
-    log.info("alarm %s resolved by %s as %s", alarm.ref, operator, resolution)
+    log.info("alarm %s resolved by %s as %s", alarm.ref, operator, resolution, extra=_log_fields(alarm))
     return alarm
 
 
@@ -213,7 +218,12 @@ def escalate_due(engine: Engine, *, now: datetime, after_s: int, max_count: int)
                 ),
             )
             escalated.append(alarm)
-            log.warning("alarm %s not acknowledged: escalation %d", alarm.ref, alarm.escalations)
+            log.warning(
+                "alarm %s not acknowledged: escalation %d",
+                alarm.ref,
+                alarm.escalations,
+                extra=_log_fields(alarm),
+            )
     return escalated
 
 

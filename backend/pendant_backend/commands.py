@@ -88,7 +88,14 @@ def send(
             alarm_pk=alarm_pk,
             data={"command": message.id, "cmd": cmd},
         )
-    log.info("command %s %s queued for %s by %s", message.id, cmd, device_id, requested_by)
+    log.info(
+        "command %s %s queued for %s by %s",
+        message.id,
+        cmd,
+        device_id,
+        requested_by,
+        extra={"device_id": device_id},
+    )
     return row
 
 
@@ -171,7 +178,12 @@ def record_result(
         select(Command).where(Command.command_id == result.id, Command.device_id == device_id)
     ).first()
     if row is None:
-        log.info("cmd/res %s from %s answers no command of ours", result.id, device_id)
+        log.info(
+            "cmd/res %s from %s answers no command of ours",
+            result.id,
+            device_id,
+            extra={"device_id": device_id},
+        )
         return None
     if row.answered_at is not None:
         return row

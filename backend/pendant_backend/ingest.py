@@ -47,7 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from pendant_backend import alarms, audit, chain, commands, health, notify, payloads
+from pendant_backend import alarms, audit, chain, commands, health, logs, notify, payloads
 from pendant_backend.db import session_scope
 from pendant_backend.models import (
     SET_ASIDE_FLAGS,
@@ -334,6 +334,13 @@ class Ingest:
         """Handle one message from the broker. Raises only if an alarm could not be stored."""
         try:
             where = payloads.parse_topic(topic)
+        except InvalidPayload as exc:
+            return self._reject(topic, exc.reason, exc.detail)
+        with logs.about(device_id=where.device_id):
+            return self._handle(topic, where, payload)
+
+    def _handle(self, topic: str, where: payloads.Topic, payload: bytes) -> Outcome:
+        try:
             record = payloads.PARSERS[where.leaf](payload)
         except InvalidPayload as exc:
             return self._reject(topic, exc.reason, exc.detail)
@@ -423,7 +430,8 @@ class Ingest:
         for item, outcome in zip(run, outcomes, strict=True):
             results[item.index] = outcome
         for topic, device_id in rejected:
-            self._reject(topic, "unknown_device", f"{device_id} is not in the registry")
+            with logs.about(device_id=device_id):
+                self._reject(topic, "unknown_device", f"{device_id} is not in the registry")
         for device_id in sorted(changed):
             self._changed(device_id)
 
@@ -476,27 +484,28 @@ class Ingest:
         rows: list[dict[str, Any]] = []
         changed: set[str] = set()
         for item in run:
-            device = devices[item.device_id]
-            if item.leaf == "tele":
-                key = (item.device_id, item.record.boot, item.record.up)
-                if key in seen:
-                    found[item.index] = Outcome(item.topic, "tele", item.device_id, duplicate=True)
-                    continue
-                seen.add(key)
-                self._touch(device, now)
-                # Only a heartbeat with a fix adds to the trails of the device's open alarms.
-                if item.record.loc is not None and item.device_id not in open_alarms:
-                    open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
-                trails = open_alarms.get(item.device_id, [])
-                self._apply_heartbeat(session, device, item.record, now, trails)
-                rows.append(self._heartbeat_row(item.device_id, item.record, now))
-            else:
-                self._touch(device, now)
-                self._apply(session, device, item.leaf, item.record, now)
-                # An event may have made a placeholder alarm: later heartbeats look again.
-                open_alarms.pop(item.device_id, None)
-            changed.add(item.device_id)
-            found[item.index] = Outcome(item.topic, item.leaf, item.device_id)
+            with logs.about(device_id=item.device_id):
+                device = devices[item.device_id]
+                if item.leaf == "tele":
+                    key = (item.device_id, item.record.boot, item.record.up)
+                    if key in seen:
+                        found[item.index] = Outcome(item.topic, "tele", item.device_id, duplicate=True)
+                        continue
+                    seen.add(key)
+                    self._touch(device, now)
+                    # Only a heartbeat with a fix adds to the trails of the device's open alarms.
+                    if item.record.loc is not None and item.device_id not in open_alarms:
+                        open_alarms[item.device_id] = alarms.open_alarms(session, item.device_id)
+                    trails = open_alarms.get(item.device_id, [])
+                    self._apply_heartbeat(session, device, item.record, now, trails)
+                    rows.append(self._heartbeat_row(item.device_id, item.record, now))
+                else:
+                    self._touch(device, now)
+                    self._apply(session, device, item.leaf, item.record, now)
+                    # An event may have made a placeholder alarm: later heartbeats look again.
+                    open_alarms.pop(item.device_id, None)
+                changed.add(item.device_id)
+                found[item.index] = Outcome(item.topic, item.leaf, item.device_id)
         session.add_all(devices.values())
         session.flush()
         if rows:
@@ -637,6 +646,7 @@ class Ingest:
                 if attempt == 2:
                     raise
                 log.info("alarm %s/%s was stored concurrently; looking again", device_id, alarm.alarm_id)
+        fields = {"alarm_id": ref}
         if new and collision:
             log.warning(
                 "alarm id %s/%s was used before for another alarm (a pendant that lost its state?): "
@@ -644,6 +654,7 @@ class Ingest:
                 device_id,
                 alarm.alarm_id,
                 ref,
+                extra=fields,
             )
         fate = "stored" if new else f"duplicate #{resends}, acked again"
         if new and completed:
@@ -654,9 +665,11 @@ class Ingest:
             # Counted once per alarm (not per resend): how many alarms came with each field broken.
             for item in alarm.set_aside:
                 self._count(f"set_aside:{item.path}:{item.reason}")
-            log.warning(describe_alarm(device_id, alarm, ref=ref, fate=fate + " with fields set aside"))
+            log.warning(
+                describe_alarm(device_id, alarm, ref=ref, fate=fate + " with fields set aside"), extra=fields
+            )
         else:
-            log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate))
+            log.info(describe_alarm(device_id, alarm, ref=ref, fate=fate), extra=fields)
         ack = payloads.AlarmAck(alarm_id=alarm.alarm_id, state=state)
         reply = Reply(payloads.topic_for(device_id, "alarm/ack"), payloads.encode_alarm_ack(ack))
         return Outcome(topic, "alarm", device_id, replies=(reply,), new=new)

@@ -411,6 +411,7 @@ def _announce(session: Session, device: Device, verdict: _Verdict, *, now: datet
         "health of %s: %s",
         device.device_id,
         ", ".join(f"{a} {o or '-'} -> {n}" for a, o, n in verdict.found),
+        extra={"device_id": device.device_id},
     )
     return events
 

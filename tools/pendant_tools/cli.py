@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import click
 
@@ -70,8 +71,18 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="PENDANT_LOG_FORMAT",
+    show_envvar=True,
+    help="How log lines look on stderr: text, or one JSON object per line (with device_id and alarm_id "
+    "fields) for a log collector.",
+)
 @click.version_option(package_name="pendant-alarm", prog_name="pendant", message="%(prog)s %(version)s")
-def main(verbose: bool) -> None:
+def main(verbose: bool, log_format: str) -> None:
     """Pendant alarm system: broker, backend, bench simulator and technician tools.
 
     \b
@@ -80,10 +91,12 @@ def main(verbose: bool) -> None:
       pendant sim press pd-0001    # hold the virtual pendant's panic button
       pendant alarms list          # what the backend has received
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from pendant_backend import logs
+
+    logs.configure(level=logging.DEBUG if verbose else logging.INFO, log_format=log_format)
+    # The processes this one starts (the demo's broker and backend) log the same way.
+    if os.environ.get("PENDANT_LOG_FORMAT", "text") != log_format:
+        os.environ["PENDANT_LOG_FORMAT"] = log_format
     # Alembic logs each plugin it sets up and each migration context at INFO: nine lines on every command
     # that opens the database. Our own line says when the schema was upgraded; -v shows Alembic's.
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
