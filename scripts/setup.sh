@@ -31,14 +31,25 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 
-# Reinstall only when pyproject.toml changed since the last install.
-stamp="$venv/.pendant-installed"
-want=$(sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setup: installing Python packages into .venv (first run takes a minute)"
+# The Python packages: exactly the versions of a lock file (scripts/lock writes them), with their hashes.
+# PENDANT_INSTALL says which: "demo" (scripts/demo: the runtime and the virtual pendant's MicroPython) or
+# "test" (scripts/test and CI: that and the test tools). Installed again only when the lock file or
+# pyproject.toml changed since the last install; a venv set up for the tests has the demo's packages too.
+install_set=${PENDANT_INSTALL:-demo}
+case "$install_set" in
+    demo | test) ;;
+    *) echo "setup: PENDANT_INSTALL must be demo or test, not '$install_set'" >&2; exit 2 ;;
+esac
+installed_stamp() { echo "$venv/.pendant-installed-$1"; }
+wanted_stamp() { cat "$repo_root/requirements/$1.txt" "$repo_root/pyproject.toml" | sha256sum | cut -d' ' -f1; }
+is_current() { [ -f "$(installed_stamp "$1")" ] && [ "$(cat "$(installed_stamp "$1")")" = "$(wanted_stamp "$1")" ]; }
+if ! is_current "$install_set" && ! { [ "$install_set" = demo ] && is_current test; }; then
+    echo "setup: installing Python packages into .venv from requirements/$install_set.txt (first run takes a minute)"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$repo_root[test]"
-    echo "$want" > "$stamp"
+    "$venv/bin/python" -m pip install -q --require-hashes -r "$repo_root/requirements/$install_set.txt"
+    # The project itself, editable; its dependencies came from the lock file above.
+    "$venv/bin/python" -m pip install -q --no-deps -e "$repo_root"
+    wanted_stamp "$install_set" > "$(installed_stamp "$install_set")"
 fi
 
 # The console's JavaScript and map data: exactly the versions in the lock file, served by the backend.
