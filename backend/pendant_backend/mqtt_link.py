@@ -72,6 +72,17 @@ class OutgoingMessage(Protocol):
     payload: bytes
 
 
+class LinkObserver(Protocol):
+    """What a link reports as it works, for the metrics (pendant_backend.metrics); on the link's thread,
+    so it must not block."""
+
+    def handled(self, waited_s: float) -> None:
+        """A message's handler returned (it is committed), `waited_s` after the link read it."""
+
+    def answered(self, after_s: float) -> None:
+        """The broker took every reply to a message, `after_s` after they were published."""
+
+
 Handler = Callable[[str, bytes], Iterable[OutgoingMessage]]
 # Many messages at once, in arrival order: the replies of each, or None for one that could not be
 # handled (it stays unacknowledged and comes again after a reconnect).
@@ -154,7 +165,8 @@ class MqttLink:
 
     The client id is the username unless `client_id` says otherwise (a second session of the same
     account). `unsubscribe` names topics an older version of this session subscribed to and that it
-    must no longer receive: a persistent session keeps its subscriptions across connections.
+    must no longer receive: a persistent session keeps its subscriptions across connections. An
+    `observer` hears how long each message waited for its handler and its replies for the broker.
     """
 
     def __init__(
@@ -175,11 +187,13 @@ class MqttLink:
         retry_max_s: float = _RETRY_AFTER_FAILURE_MAX_S,
         holds: Priority | None = None,
         yields_to: Priority | None = None,
+        observer: LinkObserver | None = None,
     ) -> None:
         self.host, self.port = host, port
         # `holds`: this session handles alarms and holds the priority while it does; `yields_to`: this
         # session's batches wait for it.
         self.holds, self.yields_to = holds, yields_to
+        self.observer = observer
         self.client_id = client_id or username
         self.subscriptions = tuple(subscriptions)
         self.retired = tuple(unsubscribe)
@@ -192,6 +206,8 @@ class MqttLink:
         self._batch: list[paho.MQTTMessage] = []
         self._batch_started = 0.0
         self._received = 0
+        # Messages handed to a handler that has not returned yet (read by `waiting` from other threads).
+        self._handling = 0
         # Reconnects made to get a failed message again, and the longest pause made before one.
         self.retries = 0
         self.longest_retry_pause_s = 0.0
@@ -208,6 +224,8 @@ class MqttLink:
         # Valid for one connection only: packet ids of an older connection mean nothing in a new one.
         self._reply_of: dict[int, int] = {}
         self._open_replies: dict[int, set[int]] = {}
+        # incoming mid -> when its replies were published (monotonic), for the observer.
+        self._replied_at: dict[int, float] = {}
         self._subscribe_mid: int | None = None
         # Digests of messages whose handling failed: the pause before reconnecting grows while any of
         # them keeps failing, and falls back once they all went through.
@@ -267,6 +285,12 @@ class MqttLink:
     def connected(self) -> bool:
         """True while the broker has accepted our connection and it has not dropped."""
         return self._connected.is_set()
+
+    @property
+    def waiting(self) -> int:
+        """Messages received and not yet acknowledged to the broker: read and waiting for their batch,
+        being stored, or waiting for the broker to take their replies. Safe to read from any thread."""
+        return len(self._batch) + self._handling + len(self._open_replies)
 
     def wait_ready(self, timeout: float) -> bool:
         """True once connected and subscribed (False if that did not happen within `timeout`)."""
@@ -406,6 +430,7 @@ class MqttLink:
         self._batch.clear()
         self._reply_of.clear()
         self._open_replies.clear()
+        self._replied_at.clear()
         self._on_taken.clear()
         self._connected.set()
         log.info("connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present)
@@ -458,6 +483,7 @@ class MqttLink:
         assert self.batch_handler is not None
         if self.yields_to is not None:
             self.yields_to.wait_turn(YIELD_MAX_S)
+        self._handling = len(batch)
         try:
             results = list(self.batch_handler([(m.topic, m.payload) for m in batch]))
             if len(results) != len(batch):
@@ -467,6 +493,8 @@ class MqttLink:
             for message in batch:
                 self._handle_one(client, message)
             return
+        finally:
+            self._handling = 0
         for message, replies in zip(batch, results, strict=True):
             if replies is None:
                 self._failed(message)
@@ -474,12 +502,15 @@ class MqttLink:
                 self._handled(client, message, list(replies))
 
     def _handle_one(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        self._handling += 1
         try:
             replies = list(self.handler(message.topic, message.payload))
         except Exception:
             log.exception("handling the message on %s failed", message.topic)
             self._failed(message)
             return
+        finally:
+            self._handling -= 1
         self._handled(client, message, replies)
 
     @staticmethod
@@ -494,6 +525,9 @@ class MqttLink:
     def _handled(
         self, client: paho.Client, message: paho.MQTTMessage, replies: list[OutgoingMessage]
     ) -> None:
+        if self.observer is not None:
+            # paho stamps each message with time.monotonic() as it reads it.
+            self.observer.handled(max(time.monotonic() - message.timestamp, 0.0))
         if self._failing:
             self._failing.discard(self._digest(message))
             if not self._failing:
@@ -513,6 +547,7 @@ class MqttLink:
             client.ack(message.mid, message.qos)
             return
         waiting: set[int] = set()
+        published = time.monotonic()
         for reply in replies:
             info = client.publish(reply.topic, reply.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -522,6 +557,7 @@ class MqttLink:
         # The broker's PUBACK for a reply cannot arrive before this callback returns: it is read by
         # this same thread, so registering after publish() is safe.
         self._open_replies[message.mid] = waiting
+        self._replied_at[message.mid] = published
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         incoming = self._reply_of.pop(mid, None)
@@ -543,6 +579,9 @@ class MqttLink:
         waiting.discard(mid)
         if not waiting:
             del self._open_replies[incoming]
+            published = self._replied_at.pop(incoming, None)
+            if self.observer is not None and published is not None:
+                self.observer.answered(time.monotonic() - published)
             client.ack(incoming, 1)
 
 

@@ -35,6 +35,8 @@ EVENTS = ("alarm", "escalation", "health")
 MAX_ATTEMPTS = 20
 FIRST_RETRY_S, MAX_RETRY_S = 2.0, 600.0
 TIMEOUT_S = 10.0
+# What became of one attempt, as `on_result` hears it: failed is retried later, gave_up is not.
+RESULTS = ("delivered", "failed", "gave_up")
 
 
 def enqueue(
@@ -102,8 +104,10 @@ def deliver_due(
     now: datetime,
     send: Callable[[str, bytes, Notification, datetime], None] = post,
     limit: int = 50,
+    on_result: Callable[[str, str], None] | None = None,
 ) -> int:
-    """Attempt every notification that is due; return how many were delivered."""
+    """Attempt every notification that is due; return how many were delivered. `on_result(event,
+    result)` hears each attempt's outcome (one of RESULTS) once it is recorded."""
     with Session(engine) as session:
         due = list(
             session.exec(
@@ -130,9 +134,11 @@ def deliver_due(
             if error is None:
                 stored.delivered_at = now
                 delivered += 1
+                result = "delivered"
             else:
                 stored.last_error = error
-                if stored.attempts >= MAX_ATTEMPTS:
+                result = "gave_up" if stored.attempts >= MAX_ATTEMPTS else "failed"
+                if result == "gave_up":
                     stored.failed_at = now
                     log.error(
                         "gave up the %s webhook #%d after %d attempts: %s",
@@ -145,11 +151,14 @@ def deliver_due(
                     stored.next_attempt_at = now + timedelta(seconds=retry_delay_s(stored.attempts))
                     log.warning("the %s webhook #%d failed (%s); retrying", item.event, item.id, error)
             session.add(stored)
+        if on_result is not None:
+            on_result(item.event, result)
     return delivered
 
 
 class Notifier:
-    """A thread that delivers queued notifications until stopped; `wake()` makes it look at once."""
+    """A thread that delivers queued notifications until stopped; `wake()` makes it look at once.
+    `on_result` as for `deliver_due`."""
 
     def __init__(
         self,
@@ -159,9 +168,11 @@ class Notifier:
         key: bytes,
         clock: Callable[[], datetime] = utc_now,
         interval_s: float = 1.0,
+        on_result: Callable[[str, str], None] | None = None,
     ) -> None:
         self.engine, self.url, self.key, self.clock = engine, url, key, clock
         self.interval_s = interval_s
+        self.on_result = on_result
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -183,7 +194,9 @@ class Notifier:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                deliver_due(self.engine, url=self.url, key=self.key, now=self.clock())
+                deliver_due(
+                    self.engine, url=self.url, key=self.key, now=self.clock(), on_result=self.on_result
+                )
             except Exception:
                 log.exception("the webhook thread failed; it goes on")
             self._wake.wait(self.interval_s)

@@ -21,6 +21,9 @@ from sqlalchemy import Engine
 from pendant_backend import (
     BackendError,
     alarms,
+    audit,
+    leader,
+    metrics,
     monitor,
     notify,
     outbound,
@@ -31,7 +34,7 @@ from pendant_backend import (
 )
 from pendant_backend.broker import BrokerSecrets, ingest_subscriptions, load_secrets
 from pendant_backend.broker_endpoint import backend_endpoint
-from pendant_backend.db import engine_for
+from pendant_backend.db import engine_for, session_scope
 from pendant_backend.ingest import Ingest, Outcome, Reply
 from pendant_backend.models import utc_now
 from pendant_backend.mqtt_link import BATCH_SIZE, RETRY_WITH_ALARMS_MAX_S, MqttLink, Priority
@@ -175,10 +178,14 @@ class BackendService:
     are stored once and acked.
 
     `ingest_only` makes an extra worker: only the ingest session (its client id names `worker`), no
-    alarms, no rules, no webhooks. Exactly one process runs without it. Mosquitto keeps sending a share
-    to a member that is offline with a persistent session (eclipse/mosquitto#1747), so a stopped worker's
-    share waits for that worker; that is why alarms never go through a share. `clock` is for tests: the
-    rules and ingest read time from it.
+    alarms, no rules, no webhooks. Exactly one process runs without it: a second one waits as a standby
+    until it holds the active backend's lock (`pendant_backend.leader`, tried every `standby_poll_s`),
+    then takes over the same sessions. Mosquitto keeps sending a share to a member that is offline with
+    a persistent session (eclipse/mosquitto#1747), so a stopped worker's share waits for that worker;
+    that is why alarms never go through a share. `clock` is for tests: the rules and ingest read time
+    from it. `metrics_port`: where /metrics is served on 127.0.0.1 (0: not at all; None:
+    PENDANT_METRICS_PORT, or not at all for an ingest-only worker, whose default would be the full
+    backend's port).
     """
 
     def __init__(
@@ -190,8 +197,16 @@ class BackendService:
         ingest_only: bool = False,
         worker: str = "main",
         batch_size: int | None = None,
+        standby_poll_s: float = leader.POLL_S,
+        metrics_port: int | None = None,
     ) -> None:
         self.settings = settings
+        self.standby_poll_s = standby_poll_s
+        # Held by the active backend for as long as it runs (not by `--ingest-only` workers).
+        self.lease: leader.Lease | None = None
+        self._lost: str | None = None
+        # Ends a standby's wait (and run()): set by stop(), a signal, or a lost lease.
+        self._quit = threading.Event()
         self.engine = engine
         self.clock = clock
         self.ingest_only = ingest_only
@@ -212,16 +227,83 @@ class BackendService:
         self.host = socket.gethostname()
         self.started_at: datetime | None = None
         self._last_beat: tuple[float, bool] | None = None
+        self.metrics = metrics.BackendMetrics()
+        default_port = 0 if ingest_only else settings.metrics_port
+        self.metrics_port = default_port if metrics_port is None else metrics_port
+        self.metrics.watch_links(lambda: {"alarm": self.link, "ingest": self.ingest_link})
+        if not ingest_only:
+            # Only while active (its alarm session open): a standby does not report the fleet twice.
+            self.metrics.watch_store(
+                lambda: self.engine if self.link is not None else None,
+                escalate_after_s=settings.escalate_after_s,
+                clock=self.clock,
+            )
 
     def start(self) -> None:
-        """Open (and migrate) the database and connect to the broker in the background."""
+        """Open (and migrate) the database and connect to the broker in the background. A full backend
+        first waits, as a standby, until it holds the active backend's lock; `stop()` from another
+        thread ends that wait, and nothing is started then."""
+        self._quit.clear()
+        self._begin()
+
+    def _begin(self) -> None:
         if self.link is not None or self.ingest_link is not None:
             raise RuntimeError("the backend is already started")
+        # Served from the start, a standby's wait included (Prometheus sees it up); a port in use is
+        # logged at once, not at a takeover.
+        self.metrics.serve(self.metrics_port)
         broker_secrets = load_secrets(self.settings)
         if not broker_secrets.ingest_username:
             raise BackendError(
                 "the broker has no account for the ingest workers yet: restart it with `pendant broker run`"
             )
+        if not self.ingest_only:
+            # Before any session opens: the standby takes over the same client ids and persistent sessions.
+            self.lease = self._take_lease()
+            if self.lease is None:
+                return
+        try:
+            self._open(broker_secrets)
+        except BaseException:
+            self._let_go()
+            raise
+        if self.lease is not None and self.lease.waited_s > 0:
+            self._record_takeover(self.lease.waited_s)
+
+    def _take_lease(self) -> leader.Lease | None:
+        # The engine's URL when one was given (tests), with its password: the lock connects on its own.
+        url = (
+            self.settings.db_url
+            if self.engine is None
+            else self.engine.url.render_as_string(hide_password=False)
+        )
+        lease = leader.acquire(url, self._quit, poll_s=self.standby_poll_s, on_lost=self._lease_lost)
+        if lease is not None and lease.waited_s > 0:
+            log.warning(
+                "took over as the active backend after waiting %.1f s (%s)", lease.waited_s, lease.what
+            )
+        return lease
+
+    def _lease_lost(self) -> None:
+        """On the lease's thread: another backend may be active now, so this one must not be (run() ends)."""
+        self._lost = self.lease.what if self.lease is not None else "the active backend's lock"
+        self._quit.set()
+
+    def _let_go(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+    def _record_takeover(self, waited_s: float) -> None:
+        try:
+            with session_scope(self.engine) as session:
+                data = {"host": self.host, "waited_s": round(waited_s, 1)}
+                audit.append(session, kind="backend_took_over", at=utc_now(), data=data)
+        except Exception:
+            # The log line above says it; the audit event is a record, not a condition of ingest.
+            log.exception("could not record the takeover in the audit chain")
+
+    def _open(self, broker_secrets: BrokerSecrets) -> None:
         if self.engine is None:
             self.engine = engine_for(self.settings)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -238,6 +320,7 @@ class BackendService:
                 handler=self._handle,
                 retry_max_s=RETRY_WITH_ALARMS_MAX_S,
                 holds=self.priority,
+                observer=self.metrics.observer("alarm"),
             )
             self.rules = Rules(self.engine, self.settings, publish=self.link.publish, wake=self._wake.set)
             if self.settings.webhook_url:
@@ -246,6 +329,7 @@ class BackendService:
                     url=self.settings.webhook_url,
                     key=secret_key(self.settings.webhook_key_path),
                     clock=self.clock,
+                    on_result=self.metrics.webhook_result,
                 )
                 self.notifier.start()
             else:
@@ -279,6 +363,7 @@ class BackendService:
             batch_handler=self._handle_batch,
             batch_size=self.batch_size or BATCH_SIZE,
             yields_to=self.priority,
+            observer=self.metrics.observer("ingest"),
         )
 
     def _device_changed(self, device_id: str) -> None:
@@ -295,6 +380,7 @@ class BackendService:
         return [None if o is None else self._replies(o) for o in self.ingest.handle_batch(messages)]
 
     def _replies(self, outcome: Outcome) -> tuple[Reply, ...]:
+        self.metrics.count(outcome)
         if outcome.new and self.notifier is not None:
             self.notifier.wake()
         return outcome.replies
@@ -341,7 +427,9 @@ class BackendService:
         return bool(links) and all(link.wait_ready(max(deadline - time.monotonic(), 0)) for link in links)
 
     def stop(self) -> None:
-        """Disconnect (the session, with anything queued for us, stays on the broker) and end the threads."""
+        """Disconnect (the session, with anything queued for us, stays on the broker), end the threads,
+        and let a standby take over."""
+        self._quit.set()
         self._stop.set()
         self._wake.set()
         if self.recovery is not None:
@@ -360,6 +448,8 @@ class BackendService:
             self.link.stop()
             self.link = None
             self._record_stop()
+        self._let_go()
+        self.metrics.close()
         log.info("backend stopped")
 
     def _record_stop(self) -> None:
@@ -378,17 +468,20 @@ class BackendService:
             log.exception("could not record that the backend stopped")
 
     def run(self) -> None:
-        """Run in the foreground until SIGINT or SIGTERM."""
-        stop = threading.Event()
+        """Run in the foreground until SIGINT or SIGTERM (a standby waits until it is the active backend).
+        Raises BackendError if the active backend's lock was lost: the process must end, and come back
+        (systemd's `Restart=`) as a standby."""
+        stop = self._quit
+        stop.clear()
 
         def on_signal(signum: int, frame: object) -> None:
             log.info("received %s: stopping", signal.Signals(signum).name)
             stop.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.start()
         announced = False
         try:
+            self._begin()
             # Poll briefly until every session is subscribed, then say so once: from that line on,
             # nothing the pendants publish is missed (the persistent sessions queue it).
             while not stop.wait(1.0 if announced else 0.05):
@@ -399,6 +492,11 @@ class BackendService:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self._lost is not None:
+            raise BackendError(
+                f"this backend lost {self._lost}, so another may be active now: it stopped; start it "
+                "again (systemd restarts it) and it waits as a standby"
+            )
 
     def __enter__(self) -> BackendService:
         self.start()

@@ -21,6 +21,8 @@ from pendant_backend import BackendError
 DEFAULT_MQTT_HOST = "127.0.0.1"
 DEFAULT_MQTT_PORT = 18830
 DEFAULT_MQTT_TLS_PORT = 8883
+# Where `pendant backend run` serves Prometheus metrics, on 127.0.0.1 (pendant_backend.metrics); 0: off.
+DEFAULT_METRICS_PORT = 18890
 _SWITCH_WORDS = {
     "1": True,
     "on": True,
@@ -77,6 +79,8 @@ class Settings:
     # The HTTP API for dispatch and police IT.
     api_host: str = "127.0.0.1"
     api_port: int = 18880
+    # Prometheus metrics of `pendant backend run`, plain HTTP on 127.0.0.1 (0: none).
+    metrics_port: int = DEFAULT_METRICS_PORT
     # Plain HTTP instead of HTTPS: allowed only on a loopback api_host (the demo, the browser tests).
     web_plain: bool = False
     # Console sessions: the hard end after login, and the idle time that ends one sooner.
@@ -147,6 +151,7 @@ class Settings:
             retain_locations_days=number("PENDANT_RETAIN_LOCATIONS_DAYS", 90, 1, 3650),
             api_host=env.get("PENDANT_API_HOST") or "127.0.0.1",
             api_port=number("PENDANT_API_PORT", 18880, 1, 65535),
+            metrics_port=number("PENDANT_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
             web_plain=switch("PENDANT_WEB_PLAIN", False),
             session_hours=number("PENDANT_SESSION_HOURS", 12, 1, 24),
             session_idle_min=number("PENDANT_SESSION_IDLE_MIN", 30, 1, 24 * 60),
@@ -165,8 +170,9 @@ class Settings:
         """Settings with every default except the data folder and ports (for tests and demos).
 
         Everything stays on loopback: the TLS listener binds 127.0.0.1, on `mqtt_tls_port` or, if None,
-        a port that was free a moment ago (so that tests running side by side never meet on 8883), and
-        the console is asked for in plain HTTP (web_plain), which web_tls allows on loopback only.
+        a port that was free a moment ago (so that tests running side by side never meet on 8883), the
+        console is asked for in plain HTTP (web_plain), which web_tls allows on loopback only, and no
+        metrics are served (a fixed port would collide the same way).
         """
         data_dir = Path(data_dir).resolve()
         return cls(
@@ -176,6 +182,7 @@ class Settings:
             mqtt_tls_port=free_loopback_port() if mqtt_tls_port is None else mqtt_tls_port,
             mqtt_tls_bind="127.0.0.1",
             web_plain=True,
+            metrics_port=0,
             mosquitto_bin=find_mosquitto(),
             dynsec_plugin=find_dynsec_plugin(),
         )

@@ -129,8 +129,26 @@ def backend() -> None:
     default=None,
     help="At most this many messages stored in one transaction (default 100; 1 stores one at a time).",
 )
+@click.option(
+    "--standby-poll",
+    type=click.FloatRange(0.05, 60),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="As a standby (another backend is active on this database): how often to try to take over.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics; 0 for none (default PENDANT_METRICS_PORT, "
+    "18890; none for an --ingest-only worker).",
+)
 @user_errors
-def backend_run(ingest_only: bool, worker: str, batch_size: int | None) -> None:
+def backend_run(
+    ingest_only: bool, worker: str, batch_size: int | None, standby_poll: float, metrics_port: int | None
+) -> None:
     """Run the backend in the foreground until Ctrl-C: ingest, fleet health, escalation, webhooks and
     retention; one log line per alarm received (never a position).
 
@@ -142,10 +160,16 @@ def backend_run(ingest_only: bool, worker: str, batch_size: int | None) -> None:
     for the broker if the broker is not up yet. The database is upgraded to the newest schema when it
     starts.
 
+    A second `pendant backend run` (without `--ingest-only`) on the same database waits as a standby:
+    the active one holds a lock (SQLite: a file lock beside the database, on this machine; PostgreSQL:
+    an advisory lock), and when it stops or dies the standby takes it within about a second and carries
+    on with the same sessions on the broker, so nothing queued for them is lost.
+
     \b
     Examples:
       pendant backend run                                  # the one full backend
       pendant backend run --ingest-only --worker w2        # an extra ingest worker beside it
+      pendant backend run                                  # again: a standby, until the first stops
       pendant -v backend run         # with MQTT and database detail
     """
     from pendant_backend.broker import load_secrets
@@ -161,7 +185,14 @@ def backend_run(ingest_only: bool, worker: str, batch_size: int | None) -> None:
     click.echo(
         f"{role}: database {shown_url(settings.db_url)}, broker {broker_url}; Ctrl-C to stop", err=True
     )
-    BackendService(settings, ingest_only=ingest_only, worker=worker, batch_size=batch_size).run()
+    BackendService(
+        settings,
+        ingest_only=ingest_only,
+        worker=worker,
+        batch_size=batch_size,
+        standby_poll_s=standby_poll,
+        metrics_port=metrics_port,
+    ).run()
 
 
 def _serve_web(host: str | None, port: int | None) -> None:
