@@ -1,7 +1,9 @@
 """Engine, sessions and schema migrations: SQLite in WAL mode by default, or PostgreSQL.
 
-The schema is Alembic's (pendant_backend/migrations): every engine made here is upgraded to the newest
-revision before it is used, so the backend, the CLI and the API always meet the same schema.
+The schema is Alembic's (pendant_backend/migrations). Migrations run only when asked: `make_engine`
+upgrades by default (the backend when it starts, `pendant db upgrade`, tests), while the CLI's other
+commands open the database with `open_at_head`, which never upgrades an existing schema and says what to
+run when the database is behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
@@ -128,6 +131,14 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def known_revision(revision: str) -> bool:
+    """True if `revision` is one of this version's migrations (False: a newer version made it)."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def upgrade(engine: Engine) -> None:
     """Upgrade the schema to the newest migration (nothing to do when it is there already)."""
     if current_revision(engine) == head_revision():
@@ -148,6 +159,60 @@ def upgrade(engine: Engine) -> None:
     finally:
         alembic_log.setLevel(level)
     log.info("database upgraded to schema %s", head_revision())
+
+
+class SchemaMismatch(BackendError):
+    """The database's schema is not the one this version of the software needs."""
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why the database cannot be used as it is (its schema is behind, ahead, missing or unknown), as one
+    sentence saying what to do; None when it is at the newest migration."""
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return None
+    shown = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+        if tables:
+            return (
+                f"the database {shown} was made before schema migrations existed (an early pilot): "
+                "move it aside and start again"
+            )
+        return (
+            f"the database {shown} has no schema yet, this version needs {head}: run `pendant db "
+            "upgrade` (or start the backend with `pendant backend run`)"
+        )
+    if not known_revision(current):
+        return (
+            f"the database {shown} is at schema {current}, which this version does not know (it needs "
+            f"{head}): it was upgraded by a newer version of pendant; install that version"
+        )
+    return (
+        f"the database schema is at {current}, this version needs {head}: run `pendant db upgrade` "
+        "(back it up first with `pendant db backup PATH`)"
+    )
+
+
+def open_at_head(db_url: str, *, create: bool = False) -> Engine:
+    """An engine for a command that does not migrate: SchemaMismatch (one sentence saying what to run)
+    unless the database is at the newest schema. With `create`, a database that does not exist yet or
+    is empty gets the newest schema: it holds nothing to migrate."""
+    engine = make_engine(db_url, create=create, migrate=False)
+    try:
+        if create and current_revision(engine) is None:
+            with engine.connect() as connection:
+                if not inspect(connection).get_table_names():
+                    upgrade(engine)
+        problem = schema_problem(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    if problem is not None:
+        engine.dispose()
+        raise SchemaMismatch(problem)
+    return engine
 
 
 def engine_for(settings: Settings, *, create: bool = True) -> Engine:

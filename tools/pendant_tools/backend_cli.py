@@ -36,11 +36,26 @@ def user_errors(command: F) -> F:
         except BackendError as exc:
             raise click.ClickException(str(exc)) from None
         except SQLAlchemyError as exc:
-            raise click.ClickException(
-                f"the database failed: {exc.__class__.__name__}: {exc.args[0]}"
-            ) from None
+            raise click.ClickException(describe_database_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What SQLite says of a file that is not (or no longer) a database.
+_DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
+def describe_database_error(exc: SQLAlchemyError) -> str:
+    """One line for a failed database call; a damaged SQLite file says what to do."""
+    line = f"the database failed: {exc.__class__.__name__}: {exc.args[0]}"
+    if any(sign in str(exc) for sign in _DAMAGED):
+        from pendant_backend.db import shown_url
+
+        line += (
+            f" (the file of {shown_url(settings_from_env().db_url)} is damaged or not a database: "
+            "restore a backup with `pendant db restore`, or move it aside to start an empty one)"
+        )
+    return line
 
 
 def print_json(value: Any) -> None:
@@ -54,9 +69,12 @@ def when(moment: Any) -> str:
 
 
 def open_engine(create: bool = False) -> Any:
-    from pendant_backend.db import engine_for
+    """The database of the settings, for a command: never migrated here (only `pendant db upgrade` and
+    `pendant backend run` upgrade a schema); one clear line if it is behind. With `create`, a missing
+    database is made, at the newest schema."""
+    from pendant_backend.db import open_at_head
 
-    return engine_for(settings_from_env(), create=create)
+    return open_at_head(settings_from_env().db_url, create=create)
 
 
 OPERATOR = click.option(

@@ -33,10 +33,10 @@ def technician_option() -> Any:
 def technician_account(settings: Settings, username: str, *permissions: str) -> str:
     """The username of the technician's account if it may do the work; users.UserError (one line,
     exit code 5) before anything starts if not."""
-    from pendant_backend.db import engine_for
+    from pendant_backend.db import open_at_head
     from pendant_tools.backend_cli import run_as
 
-    return run_as(engine_for(settings, create=False), username, *permissions, option="--technician").username
+    return run_as(open_at_head(settings.db_url), username, *permissions, option="--technician").username
 
 
 @click.command("provision", context_settings=CONTEXT)
