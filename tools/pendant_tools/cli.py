@@ -47,6 +47,12 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "user",
         "Accounts of the console, API and CLI: add, list, disable, roles, reset passwords.",
     ),
+    "db": ("pendant_tools.cmd_db", "db", "The database: upgrade its schema, show it, back up, restore."),
+    "server": (
+        "pendant_tools.cmd_server",
+        "server",
+        "Install the systemd units that run the broker, backend and console on a server.",
+    ),
 }
 
 
