@@ -168,6 +168,17 @@ def send_unanswered_again(session: Session, *, now: datetime) -> int:
     return count
 
 
+def located_by(result: payloads.CommandResult) -> payloads.Location | None:
+    """The valid position in a successful answer's fields (a `locate` answer's); None without one."""
+    raw_loc = (result.fields or {}).get("loc")
+    if not result.ok or not isinstance(raw_loc, dict):
+        return None
+    try:
+        return payloads.parse_location(raw_loc)
+    except payloads.InvalidPayload:
+        return None  # record_result logs why
+
+
 def record_result(
     session: Session, *, device_id: str, result: payloads.CommandResult, now: datetime
 ) -> Command | None:

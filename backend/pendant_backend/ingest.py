@@ -137,11 +137,19 @@ class _DeviceState(NamedTuple):
     health_due_at: datetime | None
 
 
-def fix_time(tele: payloads.Telemetry, now: datetime) -> datetime:
-    """When the heartbeat's fix was taken, on our clock: its age by the pendant's clock, before `now`."""
-    assert tele.loc is not None
-    age_s = tele.tst - tele.loc.tst if tele.tst is not None and tele.loc.tst is not None else 0
+def fix_time(sent: payloads.Telemetry | payloads.Alarm, now: datetime) -> datetime:
+    """When the fix of a heartbeat or an alarm was taken, on our clock: its age by the pendant's clock,
+    before `now`."""
+    assert sent.loc is not None
+    age_s = sent.tst - sent.loc.tst if sent.tst is not None and sent.loc.tst is not None else 0
     return now - timedelta(seconds=max(age_s, 0))
+
+
+def note_fix(device: Device, taken_at: datetime) -> None:
+    """A fix the device sent outside a heartbeat (an alarm's, a `locate` answer's) counts for the
+    gnss_stale flag as a heartbeat's does; an older one never moves the newest back."""
+    if device.last_fix_at is None or as_utc(device.last_fix_at) < taken_at:
+        device.last_fix_at = taken_at
 
 
 def routine_recheck(state: _DeviceState, tele: payloads.Telemetry, now: datetime) -> datetime | None:
@@ -612,7 +620,9 @@ class Ingest:
         elif leaf == "evt":
             self._apply_event(session, device, record, now)
         else:
-            commands.record_result(session, device_id=device.device_id, result=record, now=now)
+            row = commands.record_result(session, device_id=device.device_id, result=record, now=now)
+            if row is not None and row.cmd == "locate" and commands.located_by(record) is not None:
+                note_fix(device, now)  # the pendant's answer to `locate` is a fresh fix
             log.info("cmd/res from %s: %s ok=%s", device.device_id, record.id, record.ok)
 
     def _changed(self, device_id: str) -> None:
@@ -691,6 +701,8 @@ class Ingest:
             )
             device = Device(device_id=device_id, loan_state="provisioned", first_seen_at=now)
         self._touch(device, now)
+        if alarm.loc is not None:
+            note_fix(device, fix_time(alarm, now))
         session.add(device)
         earlier = self._alarms_with_id(session, device_id, alarm.alarm_id)
         for stored in earlier:

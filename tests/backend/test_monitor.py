@@ -12,9 +12,9 @@ import pytest
 from backend_samples import T0, alarm, tele, topic
 from sqlmodel import Session, col, select
 
-from pendant_backend import configs, health, monitor, registry
+from pendant_backend import commands, configs, health, monitor, registry
 from pendant_backend.db import session_scope
-from pendant_backend.models import LOAN_STATES, Alarm, Device, DeviceUpdate, Notification
+from pendant_backend.models import LOAN_STATES, Alarm, Device, DeviceUpdate, Notification, as_utc
 from pendant_backend.models.devices import RECHECK
 from pendant_backend.settings import Settings
 
@@ -139,6 +139,46 @@ def test_gnss_stale_after_a_day_without_a_fix(engine, ingest, clock) -> None:
     clock.advance(24 * 3600 + 1)
     ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, loc=None))
     assert ("pd-0001", "gnss_stale", "no", "yes") in evaluate(engine, clock)
+
+
+def test_an_alarm_s_fix_counts_against_gnss_stale(engine, ingest, clock) -> None:
+    # The pendant's heartbeats have carried no fix for a day: gnss_stale.
+    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, tst=None))
+    evaluate(engine, clock)
+    clock.advance(24 * 3600 + 1)
+    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, loc=None))
+    assert ("pd-0001", "gnss_stale", "no", "yes") in evaluate(engine, clock)
+    # Then an alarm comes with a GNSS fix taken 10 s before it was sent: the flag clears at once.
+    ingest.handle(topic("pd-0001", "alarm"), alarm("12-3"))
+    with Session(engine) as session:
+        assert as_utc(session.get(Device, "pd-0001").last_fix_at) == clock() - timedelta(seconds=10)
+    assert ("pd-0001", "gnss_stale", "yes", "no") in evaluate(engine, clock)
+    # An alarm without a fix, and a resend with an older one, leave the newest fix as it is.
+    clock.advance(60)
+    ingest.handle(topic("pd-0001", "alarm"), alarm("12-4", loc=None))
+    ingest.handle(topic("pd-0001", "alarm"), alarm("12-5", tst=1764403200 + 3600))  # a fix an hour old
+    with Session(engine) as session:
+        assert as_utc(session.get(Device, "pd-0001").last_fix_at) == clock() - timedelta(seconds=70)
+
+
+def test_a_locate_answer_s_fix_counts_against_gnss_stale(engine, ingest, clock) -> None:
+    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, tst=None))
+    evaluate(engine, clock)
+    clock.advance(24 * 3600 + 1)
+    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70, loc=None))
+    assert ("pd-0001", "gnss_stale", "no", "yes") in evaluate(engine, clock)
+    sent = commands.send(engine, device_id="pd-0001", cmd="locate", requested_by="op1", now=clock())
+    bad = {
+        "id": sent.command_id,
+        "ok": True,
+        "loc": {"lat": 99, "lon": 4.9, "acc": 8, "tst": None, "src": "gnss"},
+    }
+    ingest.handle(topic("pd-0001", "cmd/res"), json.dumps(bad).encode())  # an answer whose position is bad
+    assert evaluate(engine, clock) == []
+    sent = commands.send(engine, device_id="pd-0001", cmd="locate", requested_by="op1", now=clock())
+    good = {**bad, "id": sent.command_id, "loc": {**bad["loc"], "lat": 52.37}}
+    ingest.handle(topic("pd-0001", "cmd/res"), json.dumps(good).encode())
+    assert ("pd-0001", "gnss_stale", "yes", "no") in evaluate(engine, clock)
 
 
 def test_config_and_firmware_drift(engine, ingest, clock) -> None:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pendant_tools.cli import main
+from pendant_tools.cmd_demo import demo_device_config
 
 
 @pytest.mark.parametrize(
@@ -29,3 +30,30 @@ def test_a_bad_setting_stops_the_demo_with_one_clear_line(
     assert isinstance(result.exception, SystemExit)  # click's clean exit, not the setting's error
     assert "secret" not in result.output
     assert not data.exists()  # nothing was made before the settings were read
+
+
+@pytest.mark.broker
+def test_a_broken_saved_config_is_kept_aside_and_the_demo_pendant_provisioned_again(broker) -> None:
+    settings = broker.settings
+    path = settings.devices_dir / "pd-0001" / "config.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"device_id": "pd-0001", broken')
+    config = demo_device_config(settings, "pd-0001")
+    assert config["device_id"] == "pd-0001" and config["mqtt"]["password"]
+    [kept] = path.parent.glob("config.json.broken-*")
+    assert kept.read_text() == '{"device_id": "pd-0001", broken'  # nothing lost
+    # The new config is saved, and the next run reads it back as it is.
+    assert demo_device_config(settings, "pd-0001")["mqtt"]["password"] == config["mqtt"]["password"]
+
+
+def test_a_damaged_database_stops_the_demo_with_one_line_that_says_what_to_do(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pendant.db").write_bytes(b"\x00garbage, not SQLite\x00" * 300)
+    result = CliRunner().invoke(main, ["demo"], env={"PENDANT_DATA_DIR": str(data)})
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "file is not a database" in result.output and "pendant db restore" in result.output
+    assert str(data / "pendant.db") in result.output
+    assert (data / "pendant.db").read_bytes().startswith(b"\x00garbage")  # left as it was
+    assert not (data / "broker").exists()  # stopped before the broker was set up

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,13 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
     """The device's config.json: the one saved by an earlier run, or a freshly provisioned one."""
     path = settings.devices_dir / device_id / "config.json"
     if path.exists():
-        return read_device_config(path)  # with the CA beside it
+        try:
+            return read_device_config(path)  # with the CA beside it
+        except ValueError as exc:
+            # The demo's own device: keep the broken file for a look, and give the pendant new
+            # credentials rather than stop.
+            kept = set_aside(path)
+            click.echo(f"demo: {exc}; kept it as {kept} and provisioning {device_id} again", err=True)
     try:
         config = provision_device(settings, device_id)
     except BackendError as exc:
@@ -64,6 +71,14 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
         config = provision_device(settings, device_id)
     write_device_config(path, config)  # config.json and ca.pem, as `pendant device provision` writes them
     return config
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a file that cannot be read to `<name>.broken-<UTC time>` beside it; the new name."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"{path.name}.broken-{stamp}")
+    path.rename(kept)
+    return kept
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,6 +130,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def _start(settings: Settings, device_id: str, running: contextlib.ExitStack) -> None:
     click.echo(f"data folder: {settings.data_dir.resolve()}")
     check_installed(settings.frontend_dir)  # before anything starts: the console needs its files
+    # And the database, made or upgraded as the backend would at its start: a damaged one stops the demo
+    # here, before a broker or a pendant is started for nothing.
+    engine_for(settings).dispose()
     broker = Broker(settings)
     broker.start()
     running.callback(broker.stop)
