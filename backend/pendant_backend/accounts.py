@@ -610,6 +610,9 @@ def revoke_device(
         if device is not None:
             device.revoked_at = now
             device.password_hash = None
+            # The broker has just disconnected it and refuses it from now on: not online any more.
+            if device.online:
+                device.online = False
             db.add(device)
             db.flush()
             audit.append(

@@ -462,6 +462,14 @@ class Broker:
         """
         if self.is_running():
             raise BrokerError(f"this broker is already running (pid {self.pid})")
+        other = running_broker_pid(self.settings)
+        if other is not None:
+            # Two brokers on one persistence file overwrite each other's saved sessions and queues.
+            raise BrokerError(
+                f"a broker already runs on the data folder {self.settings.data_dir.resolve()} (pid {other}, "
+                "another `pendant demo` or `pendant broker run`?): stop it, or give this one another "
+                "PENDANT_DATA_DIR"
+            )
         # Until it has read its accounts file, nobody else may write it (pendant_backend.dynsec_file).
         with accounts_lock(self.settings, holder="the broker's start"):
             return self._start(timeout)

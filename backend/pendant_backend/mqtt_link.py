@@ -270,6 +270,7 @@ class MqttLink:
     def stop(self, timeout: float = 10.0) -> None:
         """Disconnect cleanly (the session stays on the broker) and end the thread."""
         self._stopping.set()
+        self._wake_loop()  # out of its wait at once, however long that wait is
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -303,6 +304,9 @@ class MqttLink:
         `on_taken` runs on the link's thread once the broker has acknowledged it (PUBACK); it is not
         called if the connection drops first, so callers that must know retry later."""
         self._outbox.put((topic, payload, retain, on_taken))
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
         wake = self._wake
         if wake is not None:
             # A full buffer means it is awake already; a closed one, that the link stopped.

@@ -24,7 +24,7 @@ from pendant_backend.accounts import (
     write_device_config,
 )
 from pendant_backend.broker import BrokerError, device_role_acls, device_role_name, new_password
-from pendant_backend.db import engine_for
+from pendant_backend.db import engine_for, session_scope
 from pendant_backend.dynsec_file import DynsecFile, DynsecFileError, open_dynsec_file
 from pendant_backend.models import AuditEvent, Device
 from pendant_backend.mqtt_link import BrokerUnavailable
@@ -111,12 +111,15 @@ def test_bad_device_ids_are_refused(broker, provision, device_id: str) -> None:
 def test_revoked_device_is_refused_and_disconnected(broker, provision, mqtt_client) -> None:
     config = provision("pd-0001")
     pendant = mqtt_client(config)
+    with session_scope(engine_for(broker.settings)) as session:
+        session.get(Device, "pd-0001").online = True  # as the backend recorded its birth
     revoke_device(broker.settings, "pd-0001")
     assert pendant.disconnected.wait(10), "the connected pendant was not disconnected"
     assert mqtt_client(config, connect=False).connect().is_failure
     with Session(engine_for(broker.settings)) as session:
         device = session.get(Device, "pd-0001")
     assert device.revoked_at is not None and device.password_hash is None
+    assert device.online is False  # not listed as online any more
 
 
 def test_revoked_device_can_be_provisioned_again(broker, provision, mqtt_client) -> None:

@@ -127,6 +127,21 @@ def test_port_in_use_is_a_clear_error(settings: Settings) -> None:
     assert not broker.is_running()
 
 
+def test_a_second_broker_on_the_same_data_folder_is_refused(broker, settings: Settings) -> None:
+    # Another demo on other ports: it would share (and rewrite) the running broker's persistence file.
+    other = dataclasses.replace(settings, mqtt_port=free_port(), mqtt_tls_port=free_port())
+    config = broker.broker.config_path
+    before = (config.read_bytes(), config.stat().st_mtime_ns)
+    second = Broker(other)
+    with pytest.raises(
+        BrokerError, match=rf"a broker already runs on the data folder .* \(pid {broker.broker.pid}"
+    ):
+        second.start(timeout=5)
+    assert not second.is_running()
+    assert broker.broker.is_running()
+    assert (config.read_bytes(), config.stat().st_mtime_ns) == before  # nothing of the first rewritten
+
+
 def test_broker_that_dies_at_start_shows_its_log(settings: Settings) -> None:
     # An address that is not this machine's: mosquitto cannot bind and exits.
     broker = Broker(dataclasses.replace(settings, mqtt_tls_bind="192.0.2.1"))

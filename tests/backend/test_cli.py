@@ -196,6 +196,8 @@ def test_alarms_list_and_show(broker, backend, provision, mqtt_client) -> None:
     assert "lat" not in shown and "trail" not in shown
     text = run_cli(broker.settings, "alarms", "show", str(shown["id"])).output
     assert "panic" in text and "52.37" not in text and "needs --operator" in text
+    assert "device_time:     2025-11-29 08:00:00 UTC (pendant clock)" in text  # not 1764403200
+    assert "1764403200" not in text
     missing = run_cli(broker.settings, "alarms", "show", "pd-0001/99-9")
     assert missing.exit_code == 1 and "no alarm pd-0001/99-9" in missing.output
 

@@ -73,6 +73,7 @@ def test_a_dispatcher_or_supervisor_sees_the_position_and_the_view_is_audited(
     shown = cli("alarms", "show", "pd-0001/12-3", "--operator", username)
     assert shown.exit_code == 0, shown.output
     assert "52.373101,4.892203 ±8 m" in shown.output and "trail:           1 point(s)" in shown.output
+    assert "loc_time:        2025-11-29 07:59:50 UTC (pendant clock)" in shown.output  # not 1764403190
     data = json.loads(cli("alarms", "show", "pd-0001/12-3", "--operator", username, "--json").output)
     assert (data["lat"], data["lon"], len(data["trail"])) == (52.373101, 4.892203, 1)
     viewed = events(engine, "location_viewed")

@@ -1,5 +1,6 @@
-"""`pendant demo` with a PENDANT_* setting it cannot read: one clear line, no traceback, nothing started
-(issue 13: other commands handled it, the demo printed a traceback)."""
+"""`pendant demo` on what a newcomer meets (issue 13, item 7): a PENDANT_* setting it cannot read or a
+damaged database stops it with one clear line before anything starts; a broken saved config is kept
+aside and a revoked pendant is said so, and both are provisioned again. Never a traceback."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pendant_backend.accounts import revoke_device
 from pendant_tools.cli import main
 from pendant_tools.cmd_demo import demo_device_config
 
@@ -57,3 +59,18 @@ def test_a_damaged_database_stops_the_demo_with_one_line_that_says_what_to_do(tm
     assert str(data / "pendant.db") in result.output
     assert (data / "pendant.db").read_bytes().startswith(b"\x00garbage")  # left as it was
     assert not (data / "broker").exists()  # stopped before the broker was set up
+
+
+@pytest.mark.broker
+def test_a_revoked_demo_pendant_is_said_so_and_provisioned_again(
+    broker, mqtt_client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = broker.settings
+    old = demo_device_config(settings, "pd-0001")
+    revoke_device(settings, "pd-0001")
+    new = demo_device_config(settings, "pd-0001")
+    assert "pd-0001 was revoked at " in capsys.readouterr().err
+    assert new["mqtt"]["password"] != old["mqtt"]["password"]
+    assert mqtt_client(old, connect=False).connect().is_failure
+    assert not mqtt_client(new, connect=False).connect().is_failure  # the pendant can connect at once
+    assert demo_device_config(settings, "pd-0001") == new  # the next run reads it back

@@ -63,6 +63,12 @@ def test_demo_runs_the_whole_path_and_stops_cleanly(pendant_data_dir: Path) -> N
         leak_check.REGISTRY.add_output("pendant sim press pd-0001", pressed.stdout + pressed.stderr)
         assert pressed.returncode == 0, pressed.stderr
         _wait_for_output(output, "vibrates 'received'", demo, timeout=60)
+        # The automatic receipt is never called an operator's acknowledgement (nobody has acked it).
+        _wait_for_output(output, "delivered: the backend's receipt came", demo, timeout=30)
+        printed = output.read_text()
+        assert re.search(r"pendant: alarm \S+ delivered: the backend's receipt came \d+ ms after", printed)
+        assert "vibrates 'received' (the backend has stored the alarm: an automatic receipt" in printed
+        assert "vibrates 'acknowledged'" not in printed
         # The webhook path is visible: the demo's own receiver got the alarm, signed by the backend.
         _wait_for_output(output, "signature verified", demo, timeout=60)
         assert re.search(r"webhook receiver: alarm pd-0001/\S+, signature verified", output.read_text())

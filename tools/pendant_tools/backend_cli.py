@@ -68,6 +68,16 @@ def when(moment: Any) -> str:
     return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "-"
 
 
+def pendant_time(unix_s: int | None) -> str | None:
+    """A time the pendant sent (Unix seconds by its clock) for people: `2025-11-29 08:00:00 UTC
+    (pendant clock)`; None stays None."""
+    if unix_s is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC (pendant clock)")
+
+
 def open_engine(create: bool = False) -> Any:
     """The database of the settings, for a command: never migrated here (only `pendant db upgrade` and
     `pendant backend run` upgrade a schema); one clear line if it is behind. With `create`, a missing

@@ -16,6 +16,7 @@ from pendant_tools.backend_cli import (
     CONTEXT,
     OPERATOR,
     open_engine,
+    pendant_time,
     print_json,
     run_as,
     table,
@@ -189,6 +190,9 @@ def alarms_show(alarm_ref: str, operator: str | None, as_json: bool) -> None:
         return
     # A field set aside is named in words on its own line, so that nobody takes its `-` for "not sent".
     data["set_aside"] = ", ".join(flag.replace("_", " ") for flag in alarm.set_aside) or None
+    # The pendant's own clock, in Unix seconds on the wire and in --json: a date here.
+    data["device_time"] = pendant_time(data["device_time"])
+    data["loc_time"] = pendant_time(data.get("loc_time"))
     for key in SHOW_ORDER:
         click.echo(f"{key + ':':16} {data[key] if data[key] is not None else '-'}")
     if view is None:

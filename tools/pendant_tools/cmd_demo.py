@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlmodel import Session
 
 from pendant_backend import BackendError, users
 from pendant_backend.accounts import provision_device, revoke_device, write_device_config
@@ -43,8 +44,8 @@ PRESS_MS = 2500
 
 VIBRATION_MEANING = {
     "sent": "the alarm left the pendant",
-    "received": "the backend has stored the alarm",
-    "acknowledged": "an operator has taken the alarm",
+    "received": "the backend has stored the alarm: an automatic receipt, no person yet",
+    "acknowledged": "an operator has acknowledged the alarm on the console",
     "failed": "delivery failed: the pendant falls back to SMS and a call",
 }
 
@@ -52,6 +53,16 @@ VIBRATION_MEANING = {
 def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
     """The device's config.json: the one saved by an earlier run, or a freshly provisioned one."""
     path = settings.devices_dir / device_id / "config.json"
+    revoked = _revoked_at(settings, device_id)
+    if revoked is not None:
+        # Its saved credentials are refused by the broker now: the pendant would wait 60 s for nothing.
+        click.echo(
+            f"demo: {device_id} was revoked at {revoked}; provisioning it again with new credentials",
+            err=True,
+        )
+        config = provision_device(settings, device_id)
+        write_device_config(path, config)
+        return config
     if path.exists():
         try:
             return read_device_config(path)  # with the CA beside it
@@ -71,6 +82,20 @@ def demo_device_config(settings: Settings, device_id: str) -> dict[str, Any]:
         config = provision_device(settings, device_id)
     write_device_config(path, config)  # config.json and ca.pem, as `pendant device provision` writes them
     return config
+
+
+def _revoked_at(settings: Settings, device_id: str) -> str | None:
+    """When the device's broker account was revoked (UTC, to the second), or None."""
+    from pendant_backend.models import Device, as_utc
+
+    engine = engine_for(settings)
+    try:
+        with Session(engine) as session:
+            device = session.get(Device, device_id)
+            moment = device.revoked_at if device is not None else None
+    finally:
+        engine.dispose()
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else None
 
 
 def set_aside(path: Path) -> Path:
@@ -253,7 +278,12 @@ def _watch(sim: BackgroundSimHost, device_id: str) -> None:
             if event.kind == "alarm_raised":
                 click.echo(f"pendant: alarm {event.alarm_id} raised")
             elif event.kind == "alarm_acked":
-                click.echo(f"pendant: alarm {event.alarm_id} acknowledged after {event.ms} ms")
+                # The backend's automatic receipt (stored): not yet a person. An operator's
+                # acknowledgement comes later, as the vibration 'acknowledged'.
+                click.echo(
+                    f"pendant: alarm {event.alarm_id} delivered: the backend's receipt came {event.ms} ms "
+                    "after the press (no operator has acknowledged it yet)"
+                )
         for vibration in vibrations:
             meaning = VIBRATION_MEANING.get(vibration.value, "")
             click.echo(f"pendant: vibrates '{vibration.value}' ({meaning})")
