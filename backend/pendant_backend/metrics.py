@@ -194,12 +194,14 @@ class BackendMetrics:
         self.webhooks = Counter(
             "pendant_webhook_attempts", "Webhook delivery attempts.", ["event", "result"], registry=reg
         )
-        # Every series exists from the start at 0, so that rate() and `== 0` see it before the first event.
-        for topic in payloads.DEVICE_TOPICS:
-            for result in INGEST_RESULTS:
-                self.ingested.labels(topic, result)
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
+        # Every series exists from the start at 0, so that rate() and `== 0` see it before the first event;
+        # kept at hand, as count() runs for every message and labels() takes a lock each time.
+        self._ingested = {
+            (topic, result): self.ingested.labels(topic, result)
+            for topic in payloads.DEVICE_TOPICS
+            for result in INGEST_RESULTS
+        }
+        self._rejected = {reason: self.rejected.labels(reason) for reason in REJECT_REASONS}
         for event in notify.EVENTS:
             for result in notify.RESULTS:
                 self.webhooks.labels(event, result)
@@ -209,13 +211,15 @@ class BackendMetrics:
 
     def count(self, outcome: Outcome) -> None:
         """One message handled by ingest (called once per message, whichever path stored it)."""
-        if outcome.invalid is not None:
-            self.rejected.labels(outcome.invalid).inc()
-        elif outcome.error is not None:
-            self.rejected.labels("handler_error").inc()
+        if outcome.invalid is not None or outcome.error is not None:
+            reason = outcome.invalid if outcome.invalid is not None else "handler_error"
+            child = self._rejected.get(reason)
+            (self.rejected.labels(reason) if child is None else child).inc()
         else:
             again = outcome.duplicate or (outcome.leaf == "alarm" and not outcome.new)
-            self.ingested.labels(outcome.leaf, "duplicate" if again else "stored").inc()
+            key = (outcome.leaf, "duplicate" if again else "stored")
+            child = self._ingested.get(key)
+            (self.ingested.labels(*key) if child is None else child).inc()
 
     def observer(self, session: str) -> _LinkObserver:
         """The observer for the link of `session` (`alarm` or `ingest`)."""
