@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pendant_backend import alarms, audit, chain, commands, health, logs, notify, payloads
+from pendant_backend.bulk import Bulk
 from pendant_backend.db import session_scope
 from pendant_backend.models import (
     SET_ASIDE_FLAGS,
@@ -92,6 +93,8 @@ class Outcome:
 
 # The columns that name one heartbeat of one pendant (the unique index uq_heartbeats_device_boot_up).
 HEARTBEAT_KEY = ("device_id", "boot", "up")
+# The columns of a heartbeat's history row (`Ingest._heartbeat_row`): all but the id.
+HEARTBEAT_COLUMNS = tuple(c.name for c in Heartbeat.__table__.columns if c.name != "id")
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,10 @@ class Ingest:
         self.on_change = on_change
         self._counts_lock = threading.Lock()
         self.invalid_counts: Counter[str] = Counter()
+        # The lean path's two bulk statements (pendant_backend.bulk).
+        dialect = engine.dialect
+        self._beats_insert = Bulk(_insert_heartbeats(dialect.name), dialect, columns=HEARTBEAT_COLUMNS)
+        self._latest_update = Bulk(_update_latest_state(), dialect)
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
         """Handle one message from the broker. Raises only if an alarm could not be stored."""
@@ -574,16 +581,27 @@ class Ingest:
                     "b_due": RECHECK if due is None else due,
                 }
             )
-        if updates:
-            session.connection().execute(_update_latest_state(), updates)
+        self._latest_update.run(session.connection(), updates)
         return changed
 
     def _insert_new_heartbeats(
         self, session: Session, rows: list[dict[str, Any]]
     ) -> set[tuple[str, int, int]]:
-        """Insert the rows, skipping those stored already (same key); the keys of those inserted."""
+        """Insert the rows, skipping those stored already (same key); the keys of those inserted.
+
+        Where the driver runs the bulk insert itself (SQLite), it is tried first inside a savepoint: when
+        it inserted every row (no duplicate: nearly always), those are the keys. Otherwise it is undone
+        and the insert that answers the keys of its rows runs instead."""
+        connection = session.connection()
+        if self._beats_insert.direct:
+            connection.exec_driver_sql("SAVEPOINT heartbeats")
+            if self._beats_insert.run(connection, rows) == len(rows):
+                connection.exec_driver_sql("RELEASE heartbeats")
+                return {(row["device_id"], row["boot"], row["up"]) for row in rows}
+            connection.exec_driver_sql("ROLLBACK TO heartbeats")
+            connection.exec_driver_sql("RELEASE heartbeats")
         statement = _insert_new_heartbeats(self.engine.dialect.name)
-        return {tuple(row) for row in session.connection().execute(statement, rows)}
+        return {tuple(row) for row in connection.execute(statement, rows)}
 
     @staticmethod
     def _stored_heartbeats(

@@ -528,6 +528,37 @@ def test_a_redelivered_heartbeat_makes_no_second_row(ingest: Ingest, engine) -> 
     assert heartbeat_count(engine) == 1
 
 
+def test_a_batch_with_one_redelivered_heartbeat_stores_the_others(ingest: Ingest, engine) -> None:
+    # On SQLite the bulk insert is tried first and undone when it skipped a row (pendant_backend.bulk):
+    # the insert that answers its keys then tells the duplicate from the new ones.
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(100))])
+    outcomes = ingest.handle_batch(
+        [(TELE_TOPIC, heartbeat(300)), (TELE_TOPIC, heartbeat(100)), (TELE_TOPIC, heartbeat(400))]
+    )
+    assert [o.duplicate for o in outcomes] == [False, True, False]
+    with Session(engine) as session:
+        assert sorted(session.exec(select(Heartbeat.up))) == [100, 300, 400]
+        assert session.get(Device, "pd-0001").heartbeat_up == 400
+
+
+def stored_as(engine, table: str, device_id: str) -> tuple[object, ...]:
+    """A row as the database holds it (text, numbers), read past SQLAlchemy's types, without its keys."""
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql(f"SELECT * FROM {table} WHERE device_id = '{device_id}'").one()
+        names = list(connection.exec_driver_sql(f"SELECT * FROM {table} LIMIT 0").keys())
+    return tuple(value for name, value in zip(names, row, strict=True) if name not in ("id", "device_id"))
+
+
+def test_the_lean_path_stores_what_a_single_heartbeat_stores(ingest: Ingest, engine) -> None:
+    # The lean path's statements run through the driver (pendant_backend.bulk): its rows must hold the
+    # same text and numbers as those SQLAlchemy writes (a time at a whole second, as NOW is, is where
+    # the driver's own text for a datetime would differ).
+    ingest.handle_batch([(TELE_TOPIC, heartbeat(100))])
+    ingest.handle("pendant/v1/pd-0002/tele", heartbeat(100))
+    assert stored_as(engine, "heartbeats", "pd-0001") == stored_as(engine, "heartbeats", "pd-0002")
+    assert stored_as(engine, "devices", "pd-0001") == stored_as(engine, "devices", "pd-0002")
+
+
 def readings(engine, device_id: str = "pd-0001") -> tuple[object, ...]:
     with Session(engine) as session:
         device = session.get(Device, device_id)
