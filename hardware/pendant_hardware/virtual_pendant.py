@@ -24,6 +24,7 @@ from pendant_hardware.flash import DEVICE_ID, deploy_firmware, write_device_conf
 from pendant_hardware.mcu import OFF, Mcu
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
 from pendant_hardware.power import MCU_ACTIVE, MCU_OFF, Currents, PowerMeter, PowerReport
+from pendant_hardware.repl_boot import FIRMWARE
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,13 @@ class VirtualPendant:
     def _mcu_state(self, kind: str) -> None:
         # A new interpreter runs at full speed until the firmware says otherwise; off is off.
         self.power_meter.set_mcu(MCU_OFF if kind == OFF else MCU_ACTIVE, time.monotonic())
+        if kind in (FIRMWARE, OFF):
+            # The ESP32's pins do not outlive it: a board that boots (power-up, power cut, reset,
+            # watchdog, soft reboot) drives the modem's DTR low, as boards/t_a7670e.py creates the pin
+            # (`value=0`), and one that is off drives nothing high. Keeping the dead firmware's level
+            # left a modem that was allowed to sleep asleep after the new firmware's AT+CSCLK=1, deaf
+            # to a firmware that believes DTR is low (issue 12, item 6).
+            self.modem.set_dtr(False)
 
     def _captured(self, kind: str, record: dict[str, Any]) -> None:
         with (self.directory / CAPTURES[kind]).open("a", encoding="utf-8") as out:

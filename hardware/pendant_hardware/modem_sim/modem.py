@@ -293,7 +293,9 @@ class ModemSim:
         self._held.clear()
 
     def set_dtr(self, high: bool) -> None:
-        """The host's DTR line (board channel `DTR 0|1`)."""
+        """The host's DTR line (board channel `DTR 0|1`); a change is in the trace (modem.log)."""
+        if high != self.dtr:
+            self.uart.trace(f"DTR {int(high)}")
         self.dtr = high
         self.sleep_conditions_changed()
 
