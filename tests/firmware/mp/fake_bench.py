@@ -3,10 +3,11 @@
 Run by tests/firmware/test_on_micropython.py (no heap limit) as
     micropython fake_bench.py <modem_port> <io_port> <presses> <ack 0|1> <expect> [chaos 0|1|2]
 It prints `bench: listening`, waits for the pendant to subscribe, holds the button for 2.3 s `presses`
-times, answers each alarm publish with an `alarm/ack` (ack=1) or not (ack=0), and ends once `expect`
-distinct alarms were acked (or, with ack=0, published), or after 60 s. With chaos=1 the MQTT connection
-drops (+CMQTTCONNLOST) right after each alarm and a retained config arrives after every subscribe, as a
-broker sends it; chaos=2 also sends a new config and a cmd with every alarm.
+times (with acks, each press after the last ack made the pendant vibrate), answers each alarm publish
+with an `alarm/ack` (ack=1) or not (ack=0), and ends once `expect` distinct alarms were acked (or, with
+ack=0, published), or after 60 s. With chaos=1 the MQTT connection drops (+CMQTTCONNLOST) right after
+each alarm and a retained config arrives after every subscribe, as a broker sends it; chaos=2 also sends
+a new config and a cmd with every alarm.
 """
 
 import asyncio
@@ -28,6 +29,7 @@ class Bench:
         self.ack = ack
         self.alarms = []
         self.io = None
+        self.received = 0  # "VIB received" lines: acks that reached the pendant
 
     def on_subscribe(self, topic):
         if self.chaos and topic.endswith(b"/config"):  # the broker sends the retained config
@@ -88,12 +90,20 @@ class Bench:
             line = await reader.readline()
             if not line:
                 return
-            print("bench: io got %s" % line.decode().strip())
+            line = line.decode().strip()
+            print("bench: io got %s" % line)
+            if line == "VIB received":
+                self.received += 1
 
     async def script(self, presses, expect):
         while not self.fake.subscribed or self.io is None:
             await asyncio.sleep_ms(50)
-        for _ in range(presses):
+        for press in range(presses):
+            # With acks, the next press waits until the last ack reached the pendant (its vibration):
+            # a press 300 ms after the last one would otherwise fall inside the reconnect that chaos
+            # forces, and a pendant that is slow to poll (a loaded machine) sees one long press.
+            while self.ack and self.received < press:
+                await asyncio.sleep_ms(50)
             await asyncio.sleep_ms(300)
             self.io.write(b"BTN 1\n")
             await self.io.drain()
@@ -113,7 +123,7 @@ async def main(modem_port, io_port, presses, ack, expect, chaos=0):
     print("bench: listening")
     try:
         await asyncio.wait_for(bench.script(presses, expect), 60)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # MicroPython has no built-in TimeoutError
         print("bench: gave up waiting")
 
 
