@@ -48,6 +48,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Accounts of the console, API and CLI: add, list, disable, roles, reset passwords.",
     ),
     "db": ("pendant_tools.cmd_db", "db", "The database: upgrade its schema, show it, back up, restore."),
+    "release": (
+        "pendant_tools.cmd_release",
+        "release",
+        "Build firmware releases for updates over the air; list and show them.",
+    ),
     "server": (
         "pendant_tools.cmd_server",
         "server",
