@@ -55,6 +55,26 @@ def pytest_configure(config: pytest.Config) -> None:
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
+# ---- two workers: scripts/test runs pytest-xdist (`-n 2`) -----------------------------------------------
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # a plain `pytest` without the plugin runs everything in one process
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """One worker takes a whole module, in order: its shared fixtures start once, and its tests may
+        build on each other (test_console_browser). All end-to-end tests are one unit: the secret check
+        that ends them (tests/e2e/test_no_secrets_in_output.py) reads a registry kept in their process."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/e2e" if nodeid.startswith("tests/e2e/") else nodeid.split("::", 1)[0]
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
+        return ModuleScheduling(config, log)
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(found[-1]).parent if found else None

@@ -1,6 +1,7 @@
 """After the end-to-end suite: none of the credentials, keys or passwords it created is in any log or
 console output it produced (tests/leak_check.py collects both while each end-to-end test runs; this
-module runs after every other test of the session)."""
+module runs after every other test of the session, or with two workers after every other end-to-end test,
+which share its worker: tests/conftest.py)."""
 
 from __future__ import annotations
 
