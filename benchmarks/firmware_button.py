@@ -1,6 +1,6 @@
 """Benchmark: button to publish command on the MicroPython unix port, with a baseline from the same run.
 
-The pendant firmware (64 KB heap, .mpy as the bench deploys it, the sim board) runs against
+The pendant firmware (its heap budget, .mpy as the bench deploys it, the sim board) runs against
 tests/firmware/mp/scenario_bench.py (a fake A7670 and a scripted board over TCP). The bench holds the
 panic button N times; for each press it measures the time from the moment the hold reached press_ms
 (2000 ms after `BTN 1`) to the arrival of the alarm's `AT+CMQTTPUB` at the modem: the firmware's own
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "firmware"))
-from firmware_runner import PendantRun, build, run_all  # noqa: E402
+from firmware_runner import HEAP, PendantRun, build, run_all  # noqa: E402
 
 BARE = """
 import json, socket, select
@@ -109,13 +109,13 @@ def main() -> None:
         root = Path(tmp)
         build_dir = build(root / "build")
         mpy = sum(p.stat().st_size for p in (build_dir / "pendant").rglob("*.mpy"))
-        print(f"button -> AT+CMQTTPUB on the unix port, {args.presses} presses each, 64 KB heap", flush=True)
+        print(f"button -> AT+CMQTTPUB on the unix port, {args.presses} presses each, heap {HEAP}", flush=True)
         firmware, peak = measure(build_dir, root / "firmware", "button_timing", None, args.presses)
         bare, _ = measure(build_dir, root / "bare", "button_timing_bare", BARE, args.presses)
     print(describe("firmware", firmware))
     print(describe("baseline", bare))
     print(f"firmware - baseline, medians: {statistics.median(firmware) - statistics.median(bare):.1f} ms")
-    print(f"firmware peak heap: {peak} bytes of 65536; firmware .mpy total: {mpy} bytes")
+    print(f"firmware peak heap: {peak} bytes of {HEAP}; firmware .mpy total: {mpy} bytes")
 
 
 if __name__ == "__main__":

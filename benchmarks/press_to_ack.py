@@ -1,6 +1,6 @@
 """Benchmark: time from a panic-button press to the backend's ack at the pendant, on real parts.
 
-The real firmware (MicroPython unix port, 64 KB heap, .mpy) -> simulated A7670 -> Mosquitto -> backend ->
+The real firmware (MicroPython unix port, 128K heap, .mpy) -> simulated A7670 -> Mosquitto -> backend ->
 SQLite -> alarm/ack -> pendant. Prints, for N presses:
 
 - firmware: from the moment the firmware raises the alarm (the button held for press_ms) to the moment it
@@ -40,6 +40,7 @@ from pendant_backend.broker import Broker
 from pendant_backend.service import BackendService
 from pendant_backend.settings import Settings
 from pendant_hardware.sim_host import BackgroundSimHost
+from pendant_hardware.virtual_pendant import HEAP_SIZE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import free_port  # noqa: E402
@@ -193,7 +194,7 @@ def main() -> None:
             print()
             for index, name in enumerate(("firmware", "bench")):
                 print(tls_against_plain(name, times[TLS][index], times[PLAIN][index]))
-        print(f"firmware peak heap: {max(peaks)} bytes of 65536 ({len(peaks)} mem lines)")
+        print(f"firmware peak heap: {max(peaks)} bytes of {HEAP_SIZE} ({len(peaks)} mem lines)")
     finally:
         broker.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

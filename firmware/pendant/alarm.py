@@ -14,19 +14,64 @@ The fallback is due for an alarm without an ack after ack_timeout_s, or at once 
 data path at the press (fallback.py runs it; its note in the outbox marks it started).
 """
 
-import gc
-import json
 from time import ticks_diff, ticks_ms
 
+from micropython import const
+
 from . import log, protocol
+from .store import load_note
 
 _REGISTERED = ("home", "roaming")
+# Queued.fallback
+NOT_DUE = const(0)
+DUE = const(1)
+DONE = const(2)
+
+
+class Queued:
+    """An alarm in the outbox, as this boot knows it."""
+
+    def __init__(self, alarm_id, fallback=NOT_DUE):
+        self.alarm_id = alarm_id
+        self.raised = ticks_ms()  # when it was raised (or loaded at boot)
+        self.gen = -1  # Session.gen of its last publish
+        self.published = 0  # ticks_ms of that publish
+        self.wait = 0  # ms from that publish to the next without an ack
+        self.felt = False  # `sent` vibrated
+        self.fallback = fallback  # NOT_DUE, DUE (at once, or resumed after a reboot), DONE
+        self.acknowledged = False  # an operator took it (`acknowledged` felt), once acked
+
+
+class Late:
+    """An alarm acked while its fallback ran: fallback.py reports what the fallback did."""
+
+    def __init__(self, alarm_id, note, name):
+        self.alarm_id = alarm_id
+        self.note = note  # its store.Note
+        self.name = name  # its outbox name
+
+
+class Updates:
+    """The location updates of the open alarm (gnss.py sends them). Made anew at a press; the one made
+    at boot (an alarm left open before the reboot) sends its first update at once."""
+
+    def __init__(self, fix_ticks=0, sent=0, fresh_sent=True):
+        self.fix_ticks = fix_ticks  # Modem.fix_ticks of the fix sent last (or of the alarm's)
+        self.sent = sent  # ticks_ms when the last went out (or the alarm was raised)
+        self.fresh_sent = fresh_sent  # a fix newer than the alarm's went out
+
+    def sent_now(self, fix_ticks, fresh):
+        """An update went out, with the fix of fix_ticks; fresh: newer than the alarm's."""
+        self.fix_ticks = fix_ticks
+        self.sent = ticks_ms()
+        self.fresh_sent = self.fresh_sent or fresh
 
 
 class Alarms:
     """Alarm service over a Session, an Outbox, the State, the Modem (fix, cell, clock), a board
     (vibrate), the settings, a battery() -> percent and a report_memory() printing the mem: line.
-    dark: no vibration at all (after a power-off gesture raised a silent alarm)."""
+    queued: outbox name -> Queued; late: a Late or None; updates: the open alarm's Updates; dark: no
+    vibration at all (after a power-off gesture raised a silent alarm)."""
 
     def __init__(self, session, outbox, state, modem, board, settings, battery, report_memory):
         self.session = session
@@ -38,34 +83,30 @@ class Alarms:
         self.battery = battery
         self.report_memory = report_memory
         self.dark = False
-        self.late = None  # [alarm_id, fallback note, outbox name]: acked while its fallback ran
-        # outbox name -> [alarm_id, ticks raised (or loaded), session gen of last publish, ticks of it,
-        #  felt, fallback: 0 not due yet, 1 due, 2 done, ms from that publish to the next without an ack]
-        self._queued = {}
-        self._recent = []  # [alarm_id, operator acknowledged] of acked alarms, newest last
+        self.late = None
+        self.queued = {}
+        self._recent = []  # the Queued of acked alarms, newest last
         self._due = True  # something may need sending now
         self._looked = ticks_ms()
-        self.loc = [0, 0, True]  # location updates (gnss.py): fix_ticks of the last, ticks of it, fresh one sent
+        self.updates = Updates()
         for name in outbox.names():
             self._index(name)
 
     def _index(self, name):
-        item = self.outbox.read(name)
-        found = protocol.decode(item[1], "alarm_id") if item and item[0] == "alarm" else None
+        topic, payload = self.outbox.read(name) or (None, None)
+        found = protocol.decode(payload, "alarm_id") if topic == "alarm" else None
         if found:
-            # a note: the fallback started before a reboot (1: go on with it at once), or is over (2); the
-            # note written at a press without data path ("{}") is no list yet, and means started
-            note = self._note(name)
-            started = 0 if self.outbox.note(name) is None else 2 if note and note[6] else 1
-            self._queued[name] = [found["alarm_id"], ticks_ms(), -1, 0, False, started, 0]
+            # a note: the fallback started before a reboot (go on with it at once), or is over; the note
+            # written at a press without data path ("{}") is no Note yet, and means started
+            data = self.outbox.note(name)
+            note = load_note(data)
+            fallback = NOT_DUE if data is None else DONE if note and note.over else DUE
+            self.queued[name] = Queued(found["alarm_id"], fallback)
         return found
 
-    def _note(self, name):
-        try:
-            note = json.loads(self.outbox.note(name))
-        except (TypeError, ValueError):
-            return None
-        return note if type(note) is list and len(note) == 10 else None
+    def note(self, name):
+        """The fallback's Note of the alarm `name`, or None."""
+        return load_note(self.outbox.note(name))
 
     def on_connect(self):
         """Called by the session after every (re)connect: resend everything queued."""
@@ -74,19 +115,18 @@ class Alarms:
     def raise_alarm(self, kind="panic", test=False):
         """Raise an alarm now, with the last known fix (or the serving cell without one); return its
         alarm_id once it is on flash. A real alarm becomes the open one (location updates follow)."""
-        gc.collect()  # a known point: the alarm's allocations find the most room
         modem = self.modem
         session = self.session
         alarm_id = self.state.next_alarm_id(not test)
         name = self.outbox.put("alarm", protocol.alarm(
             alarm_id, kind, modem.now(), modem.fix, modem.cell, self.battery(), test))
         # No data path at the press: the session is down and reconnecting has failed, or no network.
-        down = not session.up and (session._retry[0] or modem.reg not in _REGISTERED)
+        down = not session.up and (session.failures or modem.reg not in _REGISTERED)
         if down:
             self.outbox.put_note(name, b"{}")  # the fallback starts now (and after a reboot)
-        self._queued[name] = [alarm_id, ticks_ms(), -1, 0, False, 1 if down else 0, 0]
+        self.queued[name] = Queued(alarm_id, DUE if down else NOT_DUE)
         if not test:
-            self.loc = [modem.fix_ticks, ticks_ms(), False]
+            self.updates = Updates(modem.fix_ticks, ticks_ms(), False)
         log("alarm", "raised " + alarm_id)  # a fixed form (docs/architecture.md): the bench reads it
         if down:
             log("alarm", "no data path: fallback now")
@@ -103,38 +143,38 @@ class Alarms:
         self._due = False
         self._looked = ticks_ms()
         for name in self.outbox.names():
-            entry = self._queued.get(name)
-            if not (entry or self._index(name)):
+            if not (name in self.queued or self._index(name)):
                 item = self.outbox.read(name)  # an event: published once, then gone
-                if item and not await session.publish(item[0], item[1]):
+                if item and not await session.publish(*item):
                     break
                 self.outbox.remove(name)
                 continue
-            entry = self._queued[name]
-            same = entry[2] == session.gen  # sent on this connection already
-            if same and ticks_diff(ticks_ms(), entry[3]) < entry[6]:
+            entry = self.queued[name]
+            same = entry.gen == session.gen  # sent on this connection already
+            if same and ticks_diff(ticks_ms(), entry.published) < entry.wait:
                 continue
             item = self.outbox.read(name)
             if not item:  # acked meanwhile
                 continue
-            if not await session.publish(item[0], item[1]):
+            if not await session.publish(*item):
                 break
-            entry[2], entry[3] = session.gen, ticks_ms()
+            entry.gen, entry.published = session.gen, ticks_ms()
             # the next wait: ack_timeout_s after the first send on a connection, then doubling (backoff)
             wait = self.settings["ack_timeout_s"] * 1000
-            entry[6] = max(wait, min(entry[6] * 2, 300000)) if same else wait
-            log("alarm", "published " + entry[0])
-            if not entry[4]:
-                entry[4] = True
+            entry.wait = max(wait, min(entry.wait * 2, 300000)) if same else wait
+            log("alarm", "published " + entry.alarm_id)
+            if not entry.felt:
+                entry.felt = True
                 await self.vibrate("sent")
 
     def fallback_due(self):
-        """(name, alarm_id) of the oldest queued alarm whose fallback is due, else None."""
+        """(name, Queued) of the oldest queued alarm whose fallback is due, else None."""
         timeout = self.settings["ack_timeout_s"] * 1000
-        for name in sorted(self._queued):
-            entry = self._queued[name]
-            if entry[5] == 1 or entry[5] == 0 and ticks_diff(ticks_ms(), entry[1]) >= timeout:
-                return name, entry[0]
+        for name in sorted(self.queued):
+            entry = self.queued[name]
+            late = ticks_diff(ticks_ms(), entry.raised) >= timeout
+            if entry.fallback == DUE or entry.fallback == NOT_DUE and late:
+                return name, entry
         return None
 
     async def on_ack(self, alarm_id, state):
@@ -142,18 +182,18 @@ class Alarms:
         took it) buzzes once; `resolved` closes the open alarm (no more location updates)."""
         recent = None
         for entry in self._recent:
-            if entry[0] == alarm_id:
+            if entry.alarm_id == alarm_id:
                 recent = entry
-        for name, entry in self._queued.items():
-            if entry[0] == alarm_id:
-                note = self._note(name)
-                if note and not note[6]:  # the fallback had started: fallback.py says what it did
-                    self.late = [alarm_id, note, name]  # once its call, if one is on, is over
+        for name, entry in self.queued.items():
+            if entry.alarm_id == alarm_id:
+                note = self.note(name)
+                if note and not note.over:  # the fallback had started: fallback.py says what it did
+                    self.late = Late(alarm_id, note, name)  # once its call, if one is on, is over
                 self.outbox.remove(name)
-                del self._queued[name]
-                log("alarm", "acked %s after %d ms" % (alarm_id, ticks_diff(ticks_ms(), entry[1])))
-                recent = [alarm_id, False]
-                self._recent.append(recent)
+                del self.queued[name]
+                log("alarm", "acked %s after %d ms" % (alarm_id, ticks_diff(ticks_ms(), entry.raised)))
+                recent = entry
+                self._recent.append(entry)
                 if len(self._recent) > 4:
                     self._recent.pop(0)
                 if state != "acknowledged":
@@ -163,8 +203,8 @@ class Alarms:
             if not recent and state != "resolved":
                 log("alarm", "unknown ack " + alarm_id)
                 return
-        if state == "acknowledged" and not recent[1]:
-            recent[1] = True
+        if state == "acknowledged" and not recent.acknowledged:
+            recent.acknowledged = True
             await self.vibrate(state)
         elif state == "resolved" and self.state.open == alarm_id:
             self.state.open = None

@@ -1,40 +1,65 @@
 """Runs the pendant: starts it (boot.py), supervises its tasks, and does the work no other module owns.
 
-`main(board_module)` runs for ever (or idles, without a usable config.json, until provisioning). A task
-that raises is logged and started again after a pause that grows while it keeps failing; the other tasks
-go on. A MemoryError (a heap in pieces) is logged as `short of memory`: the worker retries its round,
-other tasks restart; ten within a minute reboot the pendant (alarms wait on flash). The tasks:
+`main(board_module)` runs for ever on asyncio (or idles, without a usable config.json, until
+provisioning). A task that raises is logged and started again after a pause that grows while it keeps
+failing; the other tasks go on. The tasks:
 - `atchan`: the modem's reader;
 - `worker`: every 50 ms the MQTT session, received messages and the alarm queue; once a second the
   duties: memory sample, modem health (probe a quiet modem, power-cycle a hung one), switching off,
   battery alerts, GNSS on only when needed, location updates, `locate` answers, the heartbeat. One task
-  for all of it: every task costs heap, and so does every concurrent AT sequence;
+  for all of it, so that one AT sequence runs at a time;
 - `button`: both buttons; it feeds the watchdog while the worker comes round and lets the pendant
   sleep when nothing goes on;
-- `phone`: the SMS and call fallback when due, call-backs (fallback.py, loaded while an alarm waits);
+- `phone`: the SMS and call fallback when due, call-backs (fallback.py);
 - whatever the board needs (the sim board's pins).
-What is rare runs in modules loaded for that one job and dropped again: `config` (config.py), `cmd`
-(commands.py), the heartbeat (network.py), the GNSS and location updates (gnss.py, every few seconds
-while it is on), battery alerts and switching off (power.py).
 """
 
+import asyncio
 import gc
-from time import sleep_ms, ticks_diff, ticks_ms
+from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from . import button, drop, log, protocol, sched, use
+from . import boot, button, commands, config, fallback, gnss, log, network, power, protocol
 from .atchan import ATError, ATTimeout
+from .modem import ACTIVE, DIALLING, IDLE
 
 _HEALTHY_MS = const(300000)  # the worker must come round within 5 minutes, or the watchdog resets us
 _HANG_MS = const(20000)  # a modem silent this long while commands go unanswered is power-cycled
 _PROBE_MS = const(60000)  # a quiet modem is asked `AT` this often
 
 
+class Supervised:
+    """A task the app keeps running: started by `factory()` (a coroutine), again after it ended."""
+
+    def __init__(self, name, factory):
+        self.name = name
+        self.factory = factory
+        self.task = None  # the asyncio task while it runs
+        self.pause = 500  # ms before a restart; doubles while the task keeps failing
+        self.since = ticks_add(ticks_ms(), -500)  # when it last started or ended (due at once)
+
+    def due(self):
+        """Not running, and its pause is over."""
+        return self.task is None and ticks_diff(ticks_ms(), self.since) >= self.pause
+
+    def start(self, coro):
+        """Run coro (the factory's coroutine, wrapped by the supervisor) as its task."""
+        self.since = ticks_ms()
+        self.task = asyncio.create_task(coro)
+
+    def ended(self, failed):
+        """The task ended; after a failure within a minute of its start the next pause is doubled."""
+        if failed:
+            self.pause = 1000 if ticks_diff(ticks_ms(), self.since) > 60000 else min(self.pause * 2, 30000)
+        self.since = ticks_ms()
+        self.task = None
+
+
 class App:
-    """The running pendant; attributes are public for the modules loaded for one job, and the tests.
-    off: why it is switching off ("button" or "battery"); locating: [cmd id, fix_ticks and ticks when
-    asked] of a `locate` waiting for a fresh fix; rejected: the config revision refused last."""
+    """The running pendant; attributes are public for the modules that do its jobs, and the tests.
+    off: why it is switching off ("button" or "battery"); locating: the gnss.Locate of a `locate`
+    waiting for a fresh fix; rejected: the config revision refused last."""
 
     def __init__(self, boards):
         self.boards = boards  # the board module: pendant.boards.sim or pendant.boards.t_a7670e
@@ -45,96 +70,56 @@ class App:
         self.peak = 0
         self.off = self.locating = None
         self.rejected = -1
-        self.batt = [0, False]  # the battery alerts' memory (power.py)
+        self.battery_alerts = power.Alerts()
         self.alive = ticks_ms()  # when the worker last came round
-        # uptime seconds: now, next heartbeat, next idle fix refresh, end of the current one, next query,
-        # next GNSS turn (gnss.py sets it: loading the module every second would churn the heap)
-        self.at = [0, 0, 0, 0, 0, 0]
-        self._tasks = []  # [name, factory, task, pause ms, when started or failed] of the supervised tasks
-        self._oom = [0, ticks_ms()]  # memory shortages in a row, when the last one was
+        self.uptime = 0  # seconds, as the worker counts them
+        self.next_heartbeat = 0  # uptime of the next heartbeat
+        self.gnss_at = gnss.Schedule()
+        self.tasks = []  # the Supervised tasks
 
     def report_memory(self, count=0):
         """Collect and track the peak of live heap; print `mem: peak <bytes> free <bytes>` when count is
-        a multiple of 10 (the worker passes its seconds; the alarm flow nothing)."""
+        0 (the alarm flow), or 1, 11, 21... (the worker passes its seconds: a line after the first
+        second, then every 10 s)."""
         gc.collect()
         self.peak = max(self.peak, gc.mem_alloc())
-        if count % 10 == 0:
+        if count == 0 or count % 10 == 1:
             log("mem", "peak %d free %d" % (self.peak, gc.mem_free()))
 
     def battery(self):
         """Battery percent now, or None when the board cannot tell."""
         return button.percent(self.board.battery_mv())
 
-    async def run(self, buf=None):
+    async def run(self):
         """Start everything and supervise it for ever."""
-        try:
-            parts = (await use("boot")).start(self)
-        finally:
-            drop("boot")
+        parts = boot.start(self)
         if not parts:
             return False
         (self.device_id, self.outbox, self.state, self.board, self.modem, self.session, self.alarms,
          self.wdt) = parts
-        if buf:
-            buf.clear()  # the tasks start now: give them the room kept in one piece
-        # Every module loaded later for one job interns its names for good the first time it loads, and
-        # the table of interned names grows in one piece of several KB: load each once now, while the
-        # heap is still in one piece, rather than amid the running tasks' objects. Not start.py: the
-        # first connect loads it within a second anyway, and loaded here it left the heap in pieces
-        # (1.4 KB more in use after this loop, the largest free block 288 bytes: too small for
-        # network.py to load after a reboot with a queued alarm).
-        for name in ("network", "connect", "config", "commands", "power", "fallback", "gnss"):
-            try:
-                await use(name)
-            except MemoryError:  # then it interns its names when it is first needed: never a reason to stop
-                log("app", "no room to load %s at start" % name)
-            drop(name)
-        gc.collect()
-        sched.on_error = self._failed
         board = self.board
-        self._tasks = [
-            ["atchan", self.modem.chan.run],
-            ["worker", self._work],
-            ["button", lambda: button.watch(board, self.settings, self._on_button, self._idle)],
-            ["phone", self._phone],
-        ] + board.tasks()
-        for entry in self._tasks:
-            entry += [None, 500, 0]  # task, pause before a restart, when it started or failed
-        while True:  # the supervisor: start what is not running, once its pause is over
-            for entry in self._tasks:
-                if entry[2] is None and ticks_diff(ticks_ms(), entry[4]) >= entry[3]:
-                    try:
-                        entry[2] = sched.create_task(entry[1]())
-                    except MemoryError as e:  # no room even to start it: counts towards a reboot
-                        self._failed(entry, e)
-                    entry[4] = ticks_ms()
-            await sched.sleep_ms(200)
+        self.tasks = [
+            Supervised("atchan", self.modem.chan.run),
+            Supervised("worker", self._work),
+            Supervised("button", lambda: button.watch(board, self.settings, self._on_button, self._idle)),
+            Supervised("phone", self._phone),
+        ] + [Supervised(name, factory) for name, factory in board.tasks()]
+        while True:  # start what is not running, once its pause is over
+            for entry in self.tasks:
+                if entry.due():
+                    entry.start(self._supervise(entry))
+            await asyncio.sleep_ms(200)
 
-    def _failed(self, task, error):
-        # A task ended with an exception (the scheduler tells): log it and let run() start it again,
-        # after a pause that doubles while it keeps failing.
-        name = "task"
-        for entry in self._tasks:
-            if entry[2] is task or entry is task:
-                name = entry[0]
-                entry[3] = 1000 if ticks_diff(ticks_ms(), entry[4]) > 60000 else min(entry[3] * 2, 30000)
-                entry[2] = None
-                entry[4] = ticks_ms()
-        if type(error) is MemoryError:
-            self._short(name)
-        else:
-            log("app", "%s failed: %r" % (name, error))
-
-    def _short(self, name):
-        # The heap was too fragmented for a task's step. Alarms wait on flash; a reboot (after the tenth
-        # shortage within a minute) starts with a clean heap and resends them.
-        log("app", "%s: short of memory" % name)
-        oom = self._oom
-        oom[0] = oom[0] + 1 if ticks_diff(ticks_ms(), oom[1]) < 60000 else 1
-        oom[1] = ticks_ms()
-        if oom[0] >= 10:
-            log("app", "out of memory: rebooting")
-            self.board.reset()
+    async def _supervise(self, entry):
+        # Run one task to its end; a failure is logged, and the pause before run() starts it again
+        # doubles while it keeps failing within a minute of its start.
+        try:
+            await entry.factory()
+        except Exception as e:
+            log("app", "%s failed: %r" % (entry.name, e))
+            entry.ended(True)
+            return
+        entry.ended(False)
 
     def _idle(self):
         # Called by the button task before every poll: feed the watchdog while the worker comes round
@@ -142,11 +127,12 @@ class App:
         # pendant may sleep: only when nothing is queued, open, ringing or running on the modem.
         if ticks_diff(ticks_ms(), self.alive) < _HEALTHY_MS:
             self.wdt.feed()
-        chan = self.modem.chan
-        call = self.modem.call[0]
-        if (self.alarms._queued or self.state.open or self.off or self.locating or self.session._inbox
-                or call == 1 or call == 2 or self.modem.ringing() is not None or self.modem._gnss is not None
-                or chan.idle_ms() < 2000):
+        modem = self.modem
+        chan = modem.chan
+        call = modem.call.state
+        if (self.alarms.queued or self.state.open or self.off or self.locating or self.session.inbox
+                or call == DIALLING or call == ACTIVE or modem.ringing() is not None
+                or modem.gnss is not None or chan.idle_ms() < 2000):
             return 0
         chan.sleep()  # the modem too (DTR high)
         return 1000
@@ -156,49 +142,42 @@ class App:
             log("app", "power button")
             self.off = "button"
         else:
-            await self._raise()
+            self._raise()
 
-    async def _raise(self):
-        # The alarm goes on flash within milliseconds (the worker sends it), whatever the heap is like:
-        # a MemoryError is retried after a collection; if it persists, the press is noted on flash (a
-        # few bytes) and a reboot with a clean heap raises the alarm (boot.py).
-        for _ in range(3):
-            try:
-                self.alarms.raise_alarm()
-                self.at[5] = 0  # the GNSS on now, for the location updates
-                return
-            except MemoryError:
-                gc.collect()
-                await sched.sleep_ms(20)
-        log("app", "no room to raise the alarm: rebooting to raise it")
+    def _raise(self):
+        # The alarm goes on flash within milliseconds (the worker sends it). Should that fail (the flash,
+        # the heap), the press is noted on flash (a few bytes) and a reboot raises the alarm (boot.py).
+        try:
+            self.alarms.raise_alarm()
+            return
+        except (OSError, MemoryError) as e:
+            log("app", "cannot raise the alarm (%r): rebooting to raise it" % e)
         try:
             with open("pressed", "w"):
                 pass
-        except (OSError, MemoryError) as e:
+        except OSError as e:
             log("app", "pressed: %r" % e)
         self.board.reset()
 
     async def _phone(self):
-        # The fallback when one is due, and incoming calls, one step at a time (fallback.py, loaded for
-        # the step only); the waits between steps (ringing, talking, pauses) are here: they end early
-        # when the call's state changes, a call rings, or the modem is lost. A task of its own, so that
-        # the data path goes on meanwhile.
+        # The fallback when one is due, and incoming calls, one step at a time (fallback.py); the waits
+        # between steps (ringing, talking, pauses) are here: they end early when the call's state
+        # changes, a call rings, or the modem is lost. A task of its own, so that the data path goes on
+        # meanwhile.
         modem = self.modem
-        c = modem.call
+        call = modem.call
+        alarms = self.alarms
         while True:
-            await sched.sleep_ms(200)
+            await asyncio.sleep_ms(200)
             ring = modem.ringing()
-            if not modem.ready or not (c[5] or ring is not None and ring != c[6] or self.alarms.late
-                                       or self.alarms.fallback_due()):
+            if not modem.ready or not (call.owner or ring is not None and ring != call.refused or alarms.late
+                                       or alarms.fallback_due()):
                 continue
-            try:
-                wait = await (await use("fallback")).step(self)
-            finally:
-                drop("fallback")
-            state, ring, since = c[0], c[4], ticks_ms()
-            while (c[0] == state and c[4] == ring and modem.ready and not self.alarms.late
+            wait = await fallback.step(self)
+            state, rang, since = call.state, call.rang, ticks_ms()
+            while (call.state == state and call.rang == rang and modem.ready and not alarms.late
                    and ticks_diff(ticks_ms(), since) < wait):
-                await sched.sleep_ms(200)
+                await asyncio.sleep_ms(200)
 
     async def _work(self):
         session = self.session
@@ -207,32 +186,22 @@ class App:
         count = 0
         while True:
             self.alive = ticks_ms()
-            try:
-                await session.keep()  # connecting here, not in a task of its own: one AT sequence at a time
-                await session.dispatch()
-                await alarms.send()
-                await sched.sleep_ms(50)
-                if ticks_diff(ticks_ms(), tick) >= 1000:
-                    tick = ticks_ms()  # after a light sleep the duties run once, they do not catch up
-                    self.at[0] += 1
-                    count += 1
-                    self.report_memory(count)
-                    await self._duties(count)
-            except MemoryError:
-                # A heap in pieces: what this round did not do is done in the next (all that must not
-                # be lost is on flash); the task goes on, and only a lasting shortage reboots.
-                gc.collect()
-                self._short("worker")
-                await sched.sleep_ms(100)
+            await session.keep()  # connecting here, not in a task of its own: one AT sequence at a time
+            await session.dispatch()
+            await alarms.send()
+            await asyncio.sleep_ms(50)
+            if ticks_diff(ticks_ms(), tick) >= 1000:
+                tick = ticks_ms()  # after a light sleep the duties run once, they do not catch up
+                self.uptime += 1
+                count += 1
+                self.report_memory(count)
+                await self._duties(count)
 
     async def _duties(self, count):
-        # Once a second: modem health, switching off, the battery (every 10 s), GNSS, location
-        # updates, the locate answer, the heartbeat.
-        at = self.at
-        now = at[0]
+        # Once a second: modem health, the battery (every 10 s), switching off, GNSS and location
+        # updates and the locate answer (gnss.py), the heartbeat.
         modem = self.modem
         chan = modem.chan
-        settings = self.settings
         if chan.silent_ms() >= _HANG_MS:
             self.session.hung()
         elif modem.ready and chan.idle_ms() >= (5000 if chan.silent_ms() else _PROBE_MS):
@@ -240,23 +209,20 @@ class App:
                 await chan.command("AT", 1000)
             except (ATError, ATTimeout) as e:
                 log("app", "modem probe: %r" % e)
-        elif chan.idle_ms() >= 2000 and self.modem.call[0] == 0:
+        elif chan.idle_ms() >= 2000 and modem.call.state == IDLE:
             chan.sleep()  # DTR high: the modem sleeps until the next command or URC
         if self.alarms.dark and not self.state.open:
             self.off = "button"  # the silent alarm of a power-off gesture is resolved: off now
-        if count % 10 == 0:  # the battery: power.py is loaded only near a threshold or to reset an alert
-            batt = self.battery()
-            if batt is not None and (batt <= settings["batt_low"] or self.batt[0] or self.batt[1]):
-                await self._rare("power", "check")
+        if count % 10 == 0:
+            await power.check(self)
         if self.off:
-            await self._rare("power", "power_off")
+            await power.power_off(self)
         if not modem.ready:
             return
-        if now >= at[5]:  # the GNSS's turn (gnss.py): every few seconds while it is on, else at the refresh
-            await self._rare("gnss", "tick")
-        if self.session.up and now >= at[1]:
-            at[1] = now + settings["heartbeat_s"]
-            await self._rare("network", "heartbeat")
+        await gnss.tick(self)
+        if self.session.up and self.uptime >= self.next_heartbeat:
+            self.next_heartbeat = self.uptime + self.settings["heartbeat_s"]
+            await network.heartbeat(self)
 
     async def on_message(self, sub, payload):
         """A message from the backend (the session's on_message)."""
@@ -267,26 +233,18 @@ class App:
             else:
                 log("app", "malformed ack")
         elif sub == "cmd":
-            await self._rare("commands", "receive", payload)
+            await commands.receive(self, payload)
         elif sub == "config":
-            # A retained config comes after every connect: load config.py for a new revision only.
+            # A retained config comes after every connect: only a new revision is applied.
             message = protocol.decode(payload)
             rev = message and message.get("rev")
             if message and rev != self.rejected and not (type(rev) is int and rev <= self.settings["rev"]):
-                await self._rare("config", "receive", message, payload)
-
-    async def _rare(self, module, function, *args):
-        # Run module.function(app, *args) of a module loaded for this one job.
-        try:
-            await getattr(await use(module), function)(self, *args)
-        finally:
-            drop(module)
+                await config.receive(self, message, payload)
 
 
-def main(boards, buf=None):
-    """Run the pendant on a board module (pendant.boards.sim or pendant.boards.t_a7670e). buf: a list
-    holding memory set aside while the firmware loaded, emptied once the long-lived objects exist."""
-    if sched.run(App(boards).run(buf)) is False:
+def main(boards):
+    """Run the pendant on a board module (pendant.boards.sim or pendant.boards.t_a7670e)."""
+    if asyncio.run(App(boards).run()) is False:
         # Not provisioned (or the flash is unusable): no reboot loop, which would keep the REPL out of
         # reach; stay idle until a Ctrl-C gives the REPL to `pendant provision`, which writes config.json
         # and resets the pendant.

@@ -9,18 +9,18 @@ Every line the modem sends goes, in this order, to:
 4. otherwise it is an unknown unsolicited line: logged and dropped.
 
 The stream is a non-blocking object with readinto(buf) -> count, None when nothing is there, 0 at its
-end, and write(bytes) -> count. Reading and waiting poll (every 10 and 5 ms, sched.sleep_ms) instead of
-waiting on events: asyncio's streams, Event, Lock and wait_for would cost heap the pendant does not
-have. The channel also knows when the modem last answered and how many commands in a row it left
-unanswered (`silent_ms`: the app power-cycles a hung modem), and wakes a modem that was allowed to sleep
+end, and write(bytes) -> count (a UART with timeout=0, a non-blocking socket). The reader polls it every
+10 ms, and every wait is a poll with a deadline (`until`), as mqtt_as polls its socket: nothing waits
+without a timeout, and no wait blocks the event loop. The channel also knows when the modem last
+answered and how many commands in a row it left unanswered (`silent_ms`: the app power-cycles a hung modem), and wakes a modem that was allowed to sleep
 (`sleep`, the DTR line) before the next command.
 """
 
 from time import ticks_add, ticks_diff, ticks_ms
 
-from . import atparse, log
-from .sched import sleep_ms
+from asyncio import sleep_ms
 
+from . import atparse, log
 
 # Lines, prefixes and commands are str (see atparse); data written at a prompt and raw blocks are bytes.
 
@@ -33,11 +33,10 @@ class ATTimeout(Exception):
     """The modem did not answer in time, or the stream is not open."""
 
 
-async def until(state, index, timeout, message="modem silent", value=True):
-    """Poll every 5 ms until bool(state[index]) == value; ATTimeout(message) after timeout ms.
-    (Parameter names here and elsewhere reuse names MicroPython already has: each new one costs heap.)"""
-    deadline = ticks_add(ticks_ms(), timeout)
-    while bool(state[index]) != value:
+async def until(condition, timeout_ms, message="modem silent"):
+    """Poll condition() every 5 ms until it is true; ATTimeout(message) after timeout_ms."""
+    deadline = ticks_add(ticks_ms(), timeout_ms)
+    while not condition():
         if ticks_diff(deadline, ticks_ms()) <= 0:
             raise ATTimeout(message)
         await sleep_ms(5)
@@ -66,30 +65,40 @@ async def write_file(stream, path):
             n = f.readinto(buf)
 
 
+class _Waiter:
+    """A running command's wait for its asynchronous result: the line's prefix, and the line once seen."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.line = None
+
+
 class ATChannel:
     """The AT command channel over the stream that `opener()` (a coroutine) returns."""
 
     def __init__(self, opener):
         self.opener = opener
         self._handlers = []
-        self._waiters = []
-        # [final result line, prompt or final seen, busy (the command lock), stream, stale, ticks of the
-        #  last final result, commands in a row the modem did not answer, ticks the last command ended]
-        # stale: a timed-out command's final result may still come
-        self._state = [None, False, False, None, False, ticks_ms(), 0, ticks_ms()]
+        self._waiters = []  # the _Waiter of every running command that expects an asynchronous result
+        self.stream = None  # the open modem stream, None while there is none
+        self._result = None  # the running command's final result line (OK, ERROR, +CME ERROR: <n>)
+        self._prompt = False  # the `>` prompt (or the final result) came
+        self._busy = False  # the command lock
+        self._stale = False  # a timed-out command's final result may still come
+        self._answered = ticks_ms()  # when the last final result came
+        self._unanswered = 0  # commands in a row the modem did not answer
+        self._ended = ticks_ms()  # when the last command ended
         self._lines = None  # the running command's response lines; None while idle
         self.dtr = None  # fn(level) driving the modem's DTR line: 1 lets it sleep (after AT+CSCLK=1)
         self.asleep = False
 
     def silent_ms(self):
         """How long the modem has been silent while commands went unanswered (0 while it answers)."""
-        state = self._state
-        return ticks_diff(ticks_ms(), state[5]) if state[6] else 0
+        return ticks_diff(ticks_ms(), self._answered) if self._unanswered else 0
 
     def idle_ms(self):
         """How long no command has run (0 while one runs or waits for its result)."""
-        state = self._state
-        return 0 if state[2] or self._waiters else ticks_diff(ticks_ms(), state[7])
+        return 0 if self._busy or self._waiters else ticks_diff(ticks_ms(), self._ended)
 
     def sleep(self):
         """Let the modem sleep until the next command (DTR high; the modem still wakes for URCs)."""
@@ -106,7 +115,7 @@ class ATChannel:
         stream = await self.opener()
         parser = atparse.Parser(self._on_event)
         buf = bytearray(128)
-        self._state[3] = stream
+        self.stream = stream
         try:
             while True:
                 n = stream.readinto(buf)
@@ -117,7 +126,7 @@ class ATChannel:
                 else:
                     await sleep_ms(10)
         finally:
-            self._state[3] = None
+            self.stream = None
             try:
                 stream.close()
             except Exception as e:
@@ -133,76 +142,74 @@ class ATChannel:
         final line came with it), ATTimeout when the modem stays silent. lock_ms bounds the wait for
         the command before (ATTimeout "AT channel busy").
         """
-        state = self._state
-        waiter = [final, None]  # [prefix, the line that hit it]
+        waiter = _Waiter(final)
         if final:
             self._waiters.append(waiter)
         try:
-            await until(state, 2, lock_ms, "AT channel busy", False)
-            state[2] = True
+            await until(lambda: not self._busy, lock_ms, "AT channel busy")
+            self._busy = True
             try:
                 lines = await self._send(cmd, ms, data)
             except ATError:
-                if not waiter[1]:  # unless an error result (+CMQTTPUB: 0,14) came with the ERROR
+                if not waiter.line:  # unless an error result (+CMQTTPUB: 0,14) came with the ERROR
                     raise
             finally:
-                state[2] = False
+                self._busy = False
             if final:
-                await until(waiter, 1, final_ms)
-                return waiter[1]
+                await until(lambda: waiter.line, final_ms)
+                return waiter.line
             return lines
         finally:
             if final:
                 self._waiters.remove(waiter)
 
     async def _send(self, cmd, ms, data):
-        state = self._state
-        if state[4]:  # let a timed-out command's late result pass first
+        if self._stale:  # let a timed-out command's late result pass first
             try:
-                await until(state, 4, 1000, value=False)
+                await until(lambda: not self._stale, 1000)
             except ATTimeout:
-                state[4] = False
-        await until(state, 3, ms, "no modem stream")
+                self._stale = False
+        await until(lambda: self.stream, ms, "no modem stream")
         if self.asleep:  # DTR low wakes it; the A7670 takes commands again after a few ms
             self.asleep = False
             self.dtr(0)
             await sleep_ms(50)
         self._lines = []
-        state[0] = None
-        state[1] = False
+        self._result = None
+        self._prompt = False
+        stream = self.stream
         try:
-            await write(state[3], cmd + "\r")
+            await write(stream, cmd.encode() + b"\r")
             if data is not None:
-                try:
-                    await until(state, 1, min(ms, 5000))  # the prompt comes at once; the result may not
+                try:  # the prompt comes at once; the result may not
+                    await until(lambda: self._prompt, min(ms, 5000))
                 except ATTimeout:
-                    await write(state[3], "\x1b")  # ESC ends the data mode, should the prompt come late
+                    await write(stream, b"\x1b")  # ESC ends the data mode, should the prompt come late
                     raise
-                if state[0]:
-                    raise ATError(state[0])
-                await (write_file if type(data) is str else write)(state[3], data)
-            await until(state, 0, ms)
-            if state[0] != "OK":
-                raise ATError(state[0])
+                if self._result:
+                    raise ATError(self._result)
+                await (write_file if type(data) is str else write)(stream, data)
+            await until(lambda: self._result, ms)
+            if self._result != "OK":
+                raise ATError(self._result)
             return self._lines
         finally:
-            state[4] = state[0] is None
-            state[7] = ticks_ms()
-            if state[4]:
-                state[6] += 1  # unanswered
+            self._stale = self._result is None
+            self._ended = ticks_ms()
+            if self._stale:
+                self._unanswered += 1
             else:
-                state[5] = state[7]
-                state[6] = 0
+                self._answered = self._ended
+                self._unanswered = 0
             self._lines = None
 
     def _on_event(self, kind, line, data):
-        state = self._state
         if kind == atparse.PROMPT:
-            state[1] = True
+            self._prompt = True
             return
         for waiter in self._waiters:
-            if not waiter[1] and line.startswith(waiter[0]):
-                waiter[1] = line
+            if not waiter.line and line.startswith(waiter.prefix):
+                waiter.line = line
                 return
         for prefix, handler in self._handlers:
             if line.startswith(prefix):
@@ -214,9 +221,9 @@ class ATChannel:
         lines = self._lines
         if line == "OK" or "ERROR" in line[:10]:  # ERROR, +CME ERROR: <n>, +CMS ERROR: <n>
             if lines is not None:
-                state[0] = line
-                state[1] = True
-            state[4] = False
+                self._result = line
+                self._prompt = True
+            self._stale = False
         elif lines is not None and kind == atparse.LINE:
             if not line.startswith("AT") and len(lines) < 12:  # "AT...": our echo, until ATE0
                 lines.append(line)

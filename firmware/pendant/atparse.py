@@ -8,8 +8,8 @@ No I/O, no time: `feed()` takes whatever bytes the UART delivered (any split, an
 - BLOCK, header, data: a `+CMQTTRXTOPIC: 0,<n>` / `+CMQTTRXPAYLOAD: 0,<n>` header line and the exactly
   n bytes (bytes) after it, which may hold CR and LF; data is None when n exceeds 4096 (protocol
   payloads are at most 2048 bytes).
-Lines are str, not bytes: on MicroPython a short str constant costs a third of a bytes constant, and the
-AT layer compares with many. A line that is not UTF-8 (garbage) becomes its repr.
+Lines are str (text the AT layer compares and logs). A line that is not UTF-8 (garbage) becomes its repr.
+`fields` splits a response line's values.
 """
 
 from micropython import const
@@ -19,12 +19,11 @@ PROMPT = const(1)
 BLOCK = const(2)
 _LINE_MAX = const(160)  # the longest A7670 line we read (+CGNSSINFO) is ~100; garbage beyond is cut
 _RAW_MAX = const(4096)
-# indexes into Parser._st (one list instead of five attributes: every attribute name costs heap)
-_USED = const(0)  # bytes of the current line held in _line
-_AFTER_PROMPT = const(1)  # a ">" opened this line: a blank right after it belongs to the prompt
-_HEADER = const(2)  # the header line of the raw block being read, else None
-_RAW = const(3)  # the block's bytes (bytearray of n), None when it is too long to keep
-_LEFT = const(4)  # bytes of the block still to come
+
+
+def fields(line):
+    """The comma-separated fields after the `:` of a response line."""
+    return line[line.find(":") + 1 :].strip().split(",")
 
 
 class Parser:
@@ -33,37 +32,40 @@ class Parser:
     def __init__(self, sink):
         self._sink = sink
         self._line = bytearray(_LINE_MAX)
-        self._st = [0, False, None, None, 0]
+        self._used = 0  # bytes of the current line held in _line
+        self._after_prompt = False  # a ">" opened this line: a blank right after it belongs to the prompt
+        self._header = None  # the header line of the raw block being read, else None
+        self._raw = None  # the block's bytes (bytearray of n), None when it is too long to keep
+        self._left = 0  # bytes of the block still to come
 
     def feed(self, data, n=-1):
         """Consume the first n bytes of data (all of it when n < 0) and emit every complete event."""
-        st = self._st
         if n < 0:
             n = len(data)
         i = 0
         while i < n:
-            left = st[_LEFT]
+            left = self._left
             if left:  # inside a raw block: take bytes by count, whatever they are
                 k = min(n - i, left)
-                raw = st[_RAW]
+                raw = self._raw
                 if raw is not None:
                     at = len(raw) - left
                     raw[at : at + k] = data[i : i + k]
-                st[_LEFT] = left - k
+                self._left = left - k
                 i += k
                 if k == left:
                     self._done()
                 continue
-            used = st[_USED]
+            used = self._used
             if not used:
                 c = data[i]
                 if c == 0x3E:  # ">" opening a line: the data prompt, which has no line end
-                    st[_AFTER_PROMPT] = True
+                    self._after_prompt = True
                     i += 1
                     self._sink(PROMPT, None, None)
                     continue
-                if st[_AFTER_PROMPT]:
-                    st[_AFTER_PROMPT] = False
+                if self._after_prompt:
+                    self._after_prompt = False
                     if c == 0x20:  # the prompt is "> "
                         i += 1
                         continue
@@ -72,7 +74,7 @@ class Parser:
             k = min(stop - i, _LINE_MAX - used)
             if k > 0:
                 self._line[used : used + k] = data[i : i + k]
-                st[_USED] = used + k
+                self._used = used + k
             if end < 0:
                 return
             i = end + 1
@@ -80,15 +82,14 @@ class Parser:
 
     def _done(self):
         # The end of a line, or of a raw block: emit it.
-        st = self._st
-        line = st[_HEADER]
+        line = self._header
         if line:
-            raw = st[_RAW]
-            st[_HEADER] = st[_RAW] = None
+            raw = self._raw
+            self._header = self._raw = None
             self._sink(BLOCK, line, None if raw is None else bytes(raw))
             return
-        line = bytes(self._line[: st[_USED]])
-        st[_USED] = 0
+        line = bytes(self._line[: self._used])
+        self._used = 0
         try:
             line = line.decode().strip()
         except UnicodeError:
@@ -104,8 +105,8 @@ class Parser:
         if n < 0:
             self._sink(LINE, line, None)
             return
-        st[_HEADER] = line
-        st[_RAW] = bytearray(n) if n <= _RAW_MAX else None
-        st[_LEFT] = n
+        self._header = line
+        self._raw = bytearray(n) if n <= _RAW_MAX else None
+        self._left = n
         if not n:
             self._done()

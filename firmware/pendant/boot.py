@@ -1,6 +1,5 @@
 """Starting the pendant: config.json, the settings, the outbox and counters as a power cut may have
-left them, the board, and every long-lived object wired to the others. Runs once at boot (loaded for
-that only, then dropped).
+left them, the board, and every long-lived object wired to the others. Runs once at boot.
 
 Flash after a power cut (see store.py): a complete `<n>.msg.tmp` (its payload parses) becomes the
 message, a torn one is deleted; nothing handed to Outbox.put is lost and nothing half-written is sent.
@@ -11,7 +10,7 @@ FAT rename cut short), else the counters start afresh, the boot counter at a ran
 import json
 import os
 
-from . import drop, log, use
+from . import config, log
 from .alarm import Alarms
 from .atchan import ATChannel
 from .modem import Modem
@@ -79,7 +78,7 @@ def open_outbox(path="outbox"):
         if name.endswith(".tmp") or name[:-3] + ".msg" not in names:
             os.remove(outbox.notes + name)
     for name in outbox.names():
-        outbox._next = max(outbox._next, int(name[:-4]) + 1)
+        outbox.next_number = max(outbox.next_number, int(name[:-4]) + 1)
     return outbox
 
 
@@ -87,8 +86,8 @@ def count_boot(state, alarms):
     """Count this boot: the counter one up, and above the boot of every queued alarm (an alarm id is never
     reused, even when state.json was lost); the alarm sequence from 1. On flash before it is used."""
     highest = 0
-    for entry in alarms._queued.values():
-        boot = entry[0].split("-")[0]
+    for entry in alarms.queued.values():
+        boot = entry.alarm_id.split("-")[0]
         if boot.isdigit():
             highest = max(highest, int(boot))
     state.boot = max(state.boot, highest) + 1
@@ -116,17 +115,14 @@ def start(app):
     except (OSError, ValueError, KeyError) as e:
         log("app", "cannot start: %s" % e)
         return False
-    config = __import__("pendant.config", None, None, ("config",))  # boot holds the room: no use()
     config.load(app.settings)
-    del config
-    drop("config")  # before anything else loads: two such modules at once may not fit
     chan = ATChannel(board.open_modem)
     chan.dtr = board.dtr
     modem = Modem(chan, board.pwrkey)
     session = Session(modem, device_id, state)
     alarms = Alarms(session, outbox, state, modem, board, app.settings, app.battery, app.report_memory)
     count_boot(state, alarms)
-    if "pressed" in os.listdir():  # a press that found no room for its alarm before the reboot (app.py)
+    if "pressed" in os.listdir():  # a press whose alarm could not be raised before the reboot (app.py)
         alarms.raise_alarm()
         os.remove("pressed")
     session.on_message = app.on_message

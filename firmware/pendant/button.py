@@ -12,60 +12,68 @@ Battery (`percent`, pure): a LiPo cell reads 4200 mV full and 3300 mV empty unde
 load; in between the estimate is linear, which is rough but monotonic (power.py raises the alerts).
 """
 
+from asyncio import sleep_ms
 from time import ticks_diff, ticks_ms
 
 from micropython import const
-
-from .sched import sleep_ms
 
 LONG = const(1)
 GESTURE = const(2)
 OFF = const(3)  # the power button held settings["off_ms"]
 _BOUNCE_MS = const(60)
 _GAP_MS = const(1000)
+# Presses.fired
+_NOT_YET = const(0)
+_COUNTED = const(1)  # counted as a short press
+_FIRED = const(2)  # a gesture came of it: nothing more from this press
 
 
 class Presses:
     """Gesture detector for one button."""
 
     def __init__(self):
-        # [pressed since (ticks) or None, counted/fired (0, 1 counted, 2 fired), released since or None,
-        #  short presses in a row, when the last one ended]
-        self.st = [None, 0, None, 0, 0]
+        self.down = None  # ticks_ms the press began, None while released
+        self.fired = _NOT_YET
+        self.up = None  # ticks_ms the release began (it may still be bounce), else None
+        self.count = 0  # short presses in a row
+        self.last = 0  # ticks_ms the last short press ended
+
+    def busy(self):
+        """A press or a run of short presses is under way."""
+        return self.down is not None or self.count
 
     def feed(self, down, now, hold_ms, presses=0):
         """One sample: the level (true: pressed) at ticks `now`. Returns LONG or GESTURE once when one
         is complete, else 0."""
-        st = self.st
         if down:
-            st[2] = None
-            if st[0] is None:
-                st[0] = now
-                st[1] = 0
-                if st[3] and ticks_diff(now, st[4]) > _GAP_MS:
-                    st[3] = 0  # too slow for a gesture
-            held = ticks_diff(now, st[0])
-            if st[1] < 2 and held >= hold_ms:
-                st[1] = 2
-                st[3] = 0
+            self.up = None
+            if self.down is None:
+                self.down = now
+                self.fired = _NOT_YET
+                if self.count and ticks_diff(now, self.last) > _GAP_MS:
+                    self.count = 0  # too slow for a gesture
+            held = ticks_diff(now, self.down)
+            if self.fired != _FIRED and held >= hold_ms:
+                self.fired = _FIRED
+                self.count = 0
                 return LONG
-            if st[1] == 0 and held >= _BOUNCE_MS:
-                st[1] = 1
-                st[3] += 1
-                if presses and st[3] >= presses:
-                    st[3] = 0
-                    st[1] = 2  # this press may not also become a LONG
+            if self.fired == _NOT_YET and held >= _BOUNCE_MS:
+                self.fired = _COUNTED
+                self.count += 1
+                if presses and self.count >= presses:
+                    self.count = 0
+                    self.fired = _FIRED  # this press may not also become a LONG
                     return GESTURE
-        elif st[0] is not None:
-            if st[2] is None:
-                st[2] = now
-            elif ticks_diff(now, st[2]) >= _BOUNCE_MS:
-                if st[1] == 2:
-                    st[3] = 0
-                st[0] = None
-                st[4] = st[2]
-        elif st[3] and ticks_diff(now, st[4]) > _GAP_MS:
-            st[3] = 0
+        elif self.down is not None:
+            if self.up is None:
+                self.up = now
+            elif ticks_diff(now, self.up) >= _BOUNCE_MS:
+                if self.fired == _FIRED:
+                    self.count = 0
+                self.down = None
+                self.last = self.up
+        elif self.count and ticks_diff(now, self.last) > _GAP_MS:
+            self.count = 0
         return 0
 
 
@@ -82,8 +90,7 @@ async def watch(board, settings, on_event, idle_ms):
     power = Presses()
     while True:
         ms = idle_ms()
-        busy = panic.st[0] is not None or panic.st[3] or power.st[0] is not None  # a press under way
-        if ms > 20 and not busy:
+        if ms > 20 and not (panic.busy() or power.busy()):
             board.sleep(ms)  # light sleep; a button or the modem wakes it early
             await sleep_ms(0)
         else:

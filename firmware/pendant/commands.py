@@ -1,17 +1,16 @@
 """The backend's commands (`cmd`, docs/protocol.md): locate, test_alarm, vibrate, reboot, selftest.
 
-Loaded for one command and dropped again (app.py). Every command is answered on `cmd/res` with its
-correlation id; `locate` is answered by gnss.py once a fresh fix came (or after 30 s with the last known
-one).
+Every command is answered on `cmd/res` with its correlation id; `locate` is answered by gnss.py once a
+fresh fix came (or after 30 s with the last known one).
 """
 
 import gc
 import json
 import os
-from time import ticks_diff, ticks_ms
 
 from . import log, protocol
 from .atchan import ATError, ATTimeout
+from .gnss import Locate
 
 _PATTERNS = ("sent", "received", "acknowledged", "failed")
 
@@ -28,9 +27,8 @@ async def receive(app, payload):
     answer = (cid, None)
     try:
         if name == "locate":
-            app.locating = [cid, app.modem.fix_ticks, ticks_ms()]
-            app.at[5] = 0  # the GNSS's turn now
-            return  # the worker answers
+            app.locating = Locate(cid, app.modem.fix_ticks)
+            return  # the worker answers (gnss.py)
         if name == "test_alarm":
             answer = (cid, None, "alarm_id", app.alarms.raise_alarm("test", True))
         elif name == "vibrate":
@@ -76,18 +74,18 @@ async def report(app):
     return dumps({
         "pass": at and sim and registered and flash and mv is not None,
         "modem": at, "sim": sim, "reg": modem.reg, "rssi": modem.rssi, "rat": modem.rat,
-        "gnss": modem._gnss is not None, "fix": modem.fix is not None, "flash": flash, "mv": mv,
+        "gnss": modem.gnss is not None, "fix": modem.fix is not None, "flash": flash, "mv": mv,
         "batt": app.battery(), "chg": board.charging(), "out": len(app.outbox.names()),
-        "heap": gc.mem_free(), "cfg": app.settings["rev"], "boot": app.state.boot, "up": app.at[0],
+        "heap": gc.mem_free(), "cfg": app.settings["rev"], "boot": app.state.boot, "up": app.uptime,
     })
 
 
-def cmd_res(*v):
-    """`cmd/res` from (id,) or (id, None, key, value, ...) when the command succeeded (with the result's
-    own fields), else (id, err: a short reason)."""
-    if len(v) > 1 and v[1] is not None:
-        return protocol.encode('{"id":%s,"ok":false,"err":%s}', v[:2])
-    return protocol.pairs('{"id":%s,"ok":true', v[:1], v[2:])
+def cmd_res(cmd_id, err=None, *fields):
+    """`cmd/res`: a failure with err (a short reason), else success with the result's own fields (key,
+    value, key, value, ...)."""
+    if err is not None:
+        return protocol.encode('{"id":%s,"ok":false,"err":%s}', (cmd_id, err))
+    return protocol.pairs('{"id":%s,"ok":true', (cmd_id,), fields)
 
 
 def dumps(value):

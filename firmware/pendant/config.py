@@ -1,8 +1,6 @@
 """The `config` document (docs/protocol.md): validation field by field, defaults, and its copy on flash.
 
-Imported only when needed (at boot, and when a `config` with a newer revision arrives) and dropped again
-(pendant.use / pendant.drop): the heap has no room to keep it. The settings dict it fills holds every
-field, so the rest of the firmware reads settings["press_ms"] without knowing the defaults.
+The settings dict it fills holds every field, so the rest of the firmware reads settings["press_ms"] without knowing the defaults.
 """
 
 import json
@@ -11,20 +9,20 @@ from . import log, protocol
 from .store import write
 
 PATH = "settings.json"  # the config in force, as the backend sent it
-# The integer fields as name, default, low, high (one flat tuple: cheaper than a dict of tuples). A
-# value equal to the default is always valid: presses 0 turns the multi-press gesture off.
+# The integer fields as (name, default, low, high). A value equal to the default is always valid:
+# presses 0 turns the multi-press gesture off.
 INTS = (
-    "rev", 0, 0, 999999999,
-    "heartbeat_s", 180, 60, 86400,
-    "ack_timeout_s", 30, 5, 300,
-    "press_ms", 2000, 300, 10000,
-    "presses", 0, 2, 6,
-    "off_ms", 3000, 1000, 10000,
-    "batt_low", 20, 5, 50,
-    "batt_critical", 5, 1, 20,
-    "loc_s", 30, 10, 600,
-    "fix_s", 600, 60, 86400,
-    "rounds", 5, 1, 10,
+    ("rev", 0, 0, 999999999),
+    ("heartbeat_s", 180, 60, 86400),
+    ("ack_timeout_s", 30, 5, 300),
+    ("press_ms", 2000, 300, 10000),
+    ("presses", 0, 2, 6),
+    ("off_ms", 3000, 1000, 10000),
+    ("batt_low", 20, 5, 50),
+    ("batt_critical", 5, 1, 20),
+    ("loc_s", 30, 10, 600),
+    ("fix_s", 600, 60, 86400),
+    ("rounds", 5, 1, 10),
 )
 LISTS = ("sms", "call", "callback")  # phone numbers, default []
 
@@ -41,18 +39,17 @@ def check(message, config=None):
     if message and "rev" not in message:
         return "rev", "missing"
     for apply in (False, True):  # validate everything first, then apply
-        for i in range(0, len(INTS), 4):
-            name, default, low, high = INTS[i : i + 4]
+        for name, default, low, high in INTS:
             value = message.get(name, default)
             if type(value) is not int or value != default and not low <= value <= high:
                 return name, "must be %d..%d" % (low, high)
-            if apply and config.get(name) != value:  # unchanged values stay: less heap churn
+            if apply:
                 config[name] = value
         for name in LISTS:
             value = message.get(name, [])
             if type(value) is not list or len(value) > 8 or [n for n in value if not _number(n)]:
                 return name, "must be a list of up to 8 phone numbers"
-            if apply and config.get(name) != value:
+            if apply:
                 config[name] = value
         value = message.get("off_alarm", False)
         if type(value) is not bool:

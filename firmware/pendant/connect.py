@@ -1,7 +1,6 @@
 """Connecting MQTT over a modem whose MQTT service runs (start.py starts it, with TLS when config.json
-says so): the will set, CONNECT (clean_session 0), the subscriptions and the birth published. Loaded
-only while the session connects (pendant.use / pendant.drop); network.py brings the modem up before,
-when needed.
+says so): the will set, CONNECT (clean_session 0), the subscriptions and the birth published;
+network.py brings the modem up before, when needed.
 """
 
 import json
@@ -10,6 +9,7 @@ from micropython import const
 
 from . import FW, log, protocol
 from .atchan import ATError
+from .modem import START
 
 _CONNECT_MS = const(30000)
 
@@ -19,7 +19,7 @@ async def connect(session):
     number; ATError / ATTimeout on the way (the session retries)."""
     modem = session.modem
     device_id = session.device_id
-    with open("config.json") as f:  # checked at boot; read only now, to keep no copy in the heap
+    with open("config.json") as f:  # checked at boot
         mqtt = json.load(f)["mqtt"]
     state = session.state
     state.sess += 1  # a new session number, on flash before it is used
@@ -42,10 +42,10 @@ async def connect(session):
     err = await modem.mqtt(items)
     if err:
         if err == 11 or err == 20:  # no connection / client not acquired: start the service again
-            session.need = 1
+            session.need = START
         elif mqtt.get("tls") and 31 < err < 35:  # 32 handshake failed, 33 no certificate, 34 no session
             if err == 33:
-                session.need = 1  # the modem lost its CA: set TLS up again
+                session.need = START  # the modem lost its CA: set TLS up again
                 why = "the modem has no CA"
             else:
                 why = "the server's certificate is not from our CA, or is out of date"
@@ -57,8 +57,8 @@ async def connect(session):
     return sess
 
 
-def status(*v):
-    """`status`: (True, boot, sess, fw) is the birth, (False, boot, sess) the will."""
-    return protocol.encode('{"online":%s,"boot":%s,"sess":%s' + (',"fw":%s}' if v[0] else "}"), v)
-
-
+def status(online, boot, sess, fw=None):
+    """`status`: the birth (online True, with fw) or the will (online False)."""
+    if online:
+        return protocol.encode('{"online":true,"boot":%s,"sess":%s,"fw":%s}', (boot, sess, fw))
+    return protocol.encode('{"online":false,"boot":%s,"sess":%s}', (boot, sess))

@@ -9,10 +9,11 @@ pendant waiting for provisioning): the modem has one UART. A modem that does not
 those fields. device_id is None before provisioning.
 """
 
+import asyncio
 import json
 import sys
 
-from . import FW, sched
+from . import FW
 from .atchan import ATChannel, ATError, ATTimeout
 
 
@@ -25,7 +26,7 @@ def _board():
 
 
 async def _ask(chan, answers):
-    task = sched.create_task(chan.run())
+    reader = asyncio.create_task(chan.run())
     for key, cmd in (("imei", "AT+CGSN"), ("iccid", "AT+CICCID")):
         try:
             for line in await chan.command(cmd, 3000):
@@ -33,11 +34,11 @@ async def _ask(chan, answers):
                     answers[key] = line.split(":")[-1].strip()
         except (ATError, ATTimeout):
             pass  # no answer: None, as documented
-    if task in sched._tasks:  # the reader ends with us (unless it failed already: no modem stream)
-        sched._tasks.remove(task)
-    stream = chan._state[3]
-    if stream:
-        stream.close()
+    reader.cancel()  # its finally closes the stream
+    try:
+        await reader
+    except (asyncio.CancelledError, OSError):
+        pass  # cancelled as asked, or it had failed before (no modem stream): nothing is left open
 
 
 def about(board_module=None, opener=None):
@@ -52,5 +53,5 @@ def about(board_module=None, opener=None):
     answers = {"fw": FW, "board": board.NAME, "device_id": device_id, "imei": None, "iccid": None}
     if opener is None:
         opener = board.Board(device_id or "").open_modem
-    sched.run(_ask(ATChannel(opener), answers))  # no modem stream: the modem's fields stay None
+    asyncio.run(_ask(ATChannel(opener), answers))  # no modem stream: the modem's fields stay None
     return answers

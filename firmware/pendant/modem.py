@@ -3,30 +3,63 @@ publishing with the AT+CMQTT* family; and what it learned (identity, registratio
 
 Every method is a coroutine over an ATChannel and raises ATError / ATTimeout when the modem refuses or
 stays silent; the MQTT session above turns those into retries. Bringing the modem up and reading the
-network status (network.py), connecting (connect.py) and the GNSS (gnss.py) are loaded only then (their parsing helpers
-with them). Commands and response lines are str
-(see atparse); data written at a prompt is bytes.
+network status are in network.py, connecting in start.py and connect.py, the GNSS in gnss.py. Commands
+and response lines are str (see atparse); data written at a prompt is bytes.
 """
 
+from asyncio import sleep_ms
 from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
 from . import log
 from .atchan import ATError, ATTimeout, until
-from .sched import sleep_ms
 
 _PUB_S = const(30)  # AT+CMQTTPUB timeout argument
 _BUSY = const(14)  # "client is busy": retry the publish
 _BUSY_TRIES = const(6)
 
 
-# voice call states (Modem.call[0])
+# voice call states (Call.state)
 IDLE = const(0)
 DIALLING = const(1)
 ACTIVE = const(2)
 ENDED = const(3)  # answered, then over
 FAILED = const(4)  # never answered: busy, no answer, no carrier, refused
+
+
+# What the MQTT session must redo before it connects (mqtt.Session.need); each includes those below it
+NOTHING = const(0)
+START = const(1)  # the modem's MQTT service from AT+CMQTTSTART (start.py)
+BRING_UP = const(2)  # the modem brought up (network.py)
+POWER_CYCLE = const(3)  # the modem switched off and on first (it hung)
+
+
+def unix_time(t):
+    """Unix seconds of a UTC (year, month, day, hour, minute, second): proleptic Gregorian arithmetic,
+    no library epoch involved."""
+    year, month = (t[0] - 1, t[1] + 9) if t[1] <= 2 else (t[0], t[1] - 3)
+    era = year // 400
+    year -= era * 400
+    days = era * 146097 + year * 365 + year // 4 - year // 100 + (153 * month + 2) // 5 + t[2] - 1 - 719468
+    return days * 86400 + t[3] * 3600 + t[4] * 60 + t[5]
+
+
+class Call:
+    """The state of voice calls, as the URCs report it (Modem.call)."""
+
+    def __init__(self):
+        self.state = IDLE
+        self.since = ticks_ms()  # when the state last changed
+        self.seconds = 0  # how long the last answered call lasted
+        self.number = None  # the number of the call ringing ("" withheld), from +CLIP
+        self.rang = None  # ticks_ms of its last RING, None when it stopped ringing
+        self.owner = None  # whose call: "in" (a call-back taken), or an outbox name (that alarm's fallback)
+        self.refused = None  # the number refused last (logged once)
+
+    def rings(self):
+        """A RING (or its +CLIP) came now."""
+        self.rang = ticks_ms()
 
 
 class Modem:
@@ -40,67 +73,77 @@ class Modem:
     Calls: progress arrives as URCs (shared/reference/a7670-at.md): `VOICE CALL: BEGIN` once answered,
     `VOICE CALL: END: <hhmmss>` when an answered call ends, `NO CARRIER` / `BUSY` / `NO ANSWER` when it
     fails, `RING` and `+CLIP: "<number>",...` for an incoming call, `MISSED_CALL: <time> <number>` when it
-    rang out. The handler runs in the AT reader task and only records in `call`: [state, ticks it
-    changed, seconds the last call lasted, the number ringing, ticks of its last RING, whose call it is
-    ("in": a call-back taken; an outbox name: that alarm's fallback call), the number refused last].
-    The commands that make calls and send SMS are in fallback.py.
+    rang out. The handler runs in the AT reader task and only records in `call` (a Call). The commands
+    that make calls and send SMS are in fallback.py.
+
+    GNSS: `gnss` is None while it is off, the ticks_ms when it was powered, True once `+CGNSSPWR:
+    READY!` came (or a minute passed); gnss.py drives it.
     """
 
     def __init__(self, chan, power_key=None):
         self.chan = chan
         self.power_key = power_key
         self.ready = False  # brought up: registered, clock read
-        self._mqtt_busy = [False]  # one CMQTT sequence (will + connect, topic + payload + publish) at a time
-        self.imei = self.rssi = self.rat = self.cell = self.fix = self._gnss = None
+        self._mqtt_busy = False  # one CMQTT sequence (will + connect, topic + payload + publish) at a time
+        self.imei = self.rssi = self.rat = self.cell = self.fix = self.gnss = None
         self.fix_ticks = 0  # ticks_ms when the last fix was read
         self.gps = False  # the SIM7600 path: AT+CGPS / AT+CGPSINFO instead of AT+CGNSSPWR / AT+CGNSSINFO
         self.reg = "none"
-        self._time = [None, 0]  # Unix seconds at ticks_ms
-        self.call = [IDLE, 0, 0, None, 0, None, None]
+        self._seconds = None  # Unix seconds at ticks _base (None: no time yet)
+        self._base = 0
+        self.call = Call()
         chan.on(("+CGNSSPWR: READY", "VOICE CALL:", "NO CARRIER", "BUSY", "NO ANSWER", "RING", "+CLIP:",
                  "MISSED_CALL"), self._urc)
 
     def _urc(self, line, data):
-        c = self.call
+        call = self.call
         now = ticks_ms()
-        if line[:5] == "+CGNS":
-            self._gnss = True  # +CGNSSPWR: READY! (after the OK of AT+CGNSSPWR=1)
+        if line.startswith("+CGNSSPWR: READY"):
+            self.gnss = True  # (after the OK of AT+CGNSSPWR=1)
         elif line == "RING":
-            c[4] = now
-        elif line[:6] == "+CLIP:":
+            call.rings()
+        elif line.startswith("+CLIP:"):
             parts = line.split('"')
-            c[3] = parts[1] if len(parts) > 2 else None
-            c[4] = now
-        elif line[:6] == "MISSED":
-            c[4] = 0
-        elif line[:17] == "VOICE CALL: BEGIN":
-            c[0], c[1] = ACTIVE, now
-        elif c[0] == ACTIVE:  # VOICE CALL: END: <hhmmss> or NO CARRIER: the call is over
+            call.number = parts[1] if len(parts) > 2 else None
+            call.rings()
+        elif line.startswith("MISSED_CALL"):
+            call.rang = None
+        elif line.startswith("VOICE CALL: BEGIN"):
+            call.state, call.since = ACTIVE, now
+        elif call.state == ACTIVE:  # VOICE CALL: END: <hhmmss> or NO CARRIER: the call is over
             t = line[-6:]
-            c[2] = int(t[:2]) * 3600 + int(t[2:4]) * 60 + int(t[4:]) if t.isdigit() else ticks_diff(now, c[1]) // 1000
-            c[0], c[1] = ENDED, now
-        elif c[0] == DIALLING:  # BUSY, NO ANSWER, NO CARRIER before anyone answered
-            c[0], c[1] = FAILED, now
+            if t.isdigit():
+                call.seconds = int(t[:2]) * 3600 + int(t[2:4]) * 60 + int(t[4:])
+            else:
+                call.seconds = ticks_diff(now, call.since) // 1000
+            call.state, call.since = ENDED, now
+        elif call.state == DIALLING:  # BUSY, NO ANSWER, NO CARRIER before anyone answered
+            call.state, call.since = FAILED, now
             log("modem", line)
 
     def ringing(self):
         """The number of an incoming call ringing now ("" when it is withheld), else None."""
-        c = self.call
-        if c[4] and ticks_diff(ticks_ms(), c[4]) < 7000 and c[0] != ACTIVE:  # RING comes every ~6 s
-            return c[3] or ""
+        call = self.call
+        rang = call.rang
+        if rang is not None and ticks_diff(ticks_ms(), rang) < 7000 and call.state != ACTIVE:  # RING every ~6 s
+            return call.number or ""
         return None
 
     def now(self):
         """Unix seconds now, or None while no network or GNSS time came."""
-        t = self._time
-        if t[0] is None:
+        if self._seconds is None:
             return None
-        whole = ticks_diff(ticks_ms(), t[1]) // 1000
+        whole = ticks_diff(ticks_ms(), self._base) // 1000
         if whole >= 60:
-            t[0] += whole
-            t[1] = ticks_add(t[1], whole * 1000)
+            self._seconds += whole
+            self._base = ticks_add(self._base, whole * 1000)
             whole = 0
-        return t[0] + whole
+        return self._seconds + whole
+
+    def set_time(self, seconds):
+        """The clock is seconds (Unix) now: from the network (AT+CCLK?) or a GNSS fix."""
+        self._seconds = seconds
+        self._base = ticks_ms()
 
     async def query(self, cmd, ms=5000, lock_ms=30000):
         """Send one command; return its `+X:` response line for `AT+X` / `AT+X?`, else its first
@@ -118,8 +161,8 @@ class Modem:
         """Run `AT+CMQTT<step>` commands as one sequence, each item (step, data, final_ms): data is written
         at the prompt; with final_ms the `+CMQTT<name>:` result is awaited and its error code checked.
         Return 0, or the first non-zero error code; with ignore, run every step whatever fails."""
-        await until(self._mqtt_busy, 0, 90000, "MQTT client busy", False)
-        self._mqtt_busy[0] = True
+        await until(lambda: not self._mqtt_busy, 90000, "MQTT client busy")
+        self._mqtt_busy = True
         try:
             for step, data, final_ms in items:
                 final = "+CMQTT" + step.split("=")[0] + ":" if final_ms else None
@@ -140,7 +183,7 @@ class Modem:
                         return err
             return 0
         finally:
-            self._mqtt_busy[0] = False
+            self._mqtt_busy = False
 
     async def mqtt_publish(self, topic, payload):
         """Publish at QoS 1, never retained; return the `+CMQTTPUB: 0,<err>` code, retrying while the

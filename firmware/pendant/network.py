@@ -1,7 +1,6 @@
-"""The modem's network side, loaded only when needed (pendant.use / pendant.drop): bringing it up from
-power-on (or a hang) to registered, reading signal, registration, radio, cell and time, and the
-heartbeat (`tele`) that reports them. The MQTT session loads it to bring the modem up, the app for the
-heartbeat and the self-test; never together with connect.py.
+"""The modem's network side: bringing it up from power-on (or a hang) to registered, reading signal,
+registration, radio, cell and time, and the heartbeat (`tele`) that reports them. The MQTT session uses
+it to bring the modem up, the app for the heartbeat.
 
 Power: a short PWRKEY pulse switches an off modem on and does nothing to a running one; a long pulse
 switches a running one off. Whether a silent modem is off, still booting or hung cannot be told apart,
@@ -14,30 +13,15 @@ A cell is (rat, mcc, mnc, lac, cid) with lac and cid as hex strings, as in the a
 
 import gc
 import json
+from asyncio import sleep_ms
 from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
 from . import FW, log, protocol
 from .atchan import ATError, ATTimeout
-from .sched import sleep_ms
-
-# gnss.py has the same two helpers: only one of the two modules is ever loaded, and a
-# module of their own would stay in the heap for good.
-def unix_time(t):
-    """Unix seconds of a UTC (year, month, day, hour, minute, second): proleptic Gregorian arithmetic,
-    no library epoch involved."""
-    year, month = (t[0] - 1, t[1] + 9) if t[1] <= 2 else (t[0], t[1] - 3)
-    era = year // 400
-    year -= era * 400
-    days = era * 146097 + year * 365 + year // 4 - year // 100 + (153 * month + 2) // 5 + t[2] - 1 - 719468
-    return days * 86400 + t[3] * 3600 + t[4] * 60 + t[5]
-
-
-def fields(line):
-    """The comma-separated fields after the `:` of a response line."""
-    return line[line.find(":") + 1 :].strip().split(",")
-
+from .atparse import fields
+from .modem import BRING_UP, POWER_CYCLE, unix_time
 
 _BOOT_TRIES = const(12)  # `AT` about every 2 s: an A7670 answers within ~15 s of its power-on pulse
 _PULSES = const(4)
@@ -105,19 +89,19 @@ async def wake(modem):
 
 
 async def bring_up(session, ms=120000):
-    """Bring the session's modem up: power-cycle it first when session.need is 3 (it hung); wake it,
-    switch echo off, set numeric errors, the APN, call and SMS handling and DTR sleep; wait for the SIM;
-    read the identity; wait up to ms for registration; read signal, cell and network time."""
+    """Bring the session's modem up: power-cycle it first when session.need is POWER_CYCLE (it hung);
+    wake it, switch echo off, set numeric errors, the APN, call and SMS handling and DTR sleep; wait for
+    the SIM; read the identity; wait up to ms for registration; read signal, cell and network time."""
     modem = session.modem
-    if session.need == 3 and modem.power_key:  # hung: off (a long PWRKEY pulse); wake switches it on
+    if session.need == POWER_CYCLE and modem.power_key:  # off (a long PWRKEY pulse); wake switches it on
         log("modem", "hung: power cycle")
         await modem.power_key(_OFF_MS)
         await sleep_ms(2000)
-    session.need = 2
+    session.need = BRING_UP
     with open("config.json") as f:  # checked at boot
         apn = json.load(f).get("apn", "internet")
     modem.ready = False
-    modem._gnss = None  # a modem brought up again has its GNSS off
+    modem.gnss = None  # a modem brought up again has its GNSS off
     chan = modem.chan
     await wake(modem)
     for cmd in _SETUP + ('AT+CGDCONT=1,"IP","%s"' % apn,) + _OPTIONAL:
@@ -144,7 +128,7 @@ async def bring_up(session, ms=120000):
         await sleep_ms(2000)
     seconds = parse_cclk(await modem.query("AT+CCLK?") or "")
     if seconds:
-        modem._time = [seconds, ticks_ms()]
+        modem.set_time(seconds)
     modem.ready = True
     log("modem", "ready %s %s %s dBm" % (modem.imei, modem.reg, modem.rssi))
 
@@ -168,8 +152,6 @@ async def refresh(modem):
     modem.reg = reg
     line = await modem.query("AT+CPSI?")
     if line:
-        # Keep the objects held when nothing changed: a long-lived object made now would sit among the
-        # short-lived ones and split the free heap.
         rat, cell = parse_cpsi(line)
         if rat != modem.rat:
             modem.rat = rat
@@ -187,12 +169,14 @@ async def heartbeat(app):
         log("app", "modem status not read: %r" % e)
     board = app.board
     await app.session.publish("tele", tele(
-        modem.now(), app.state.boot, app.at[0], app.battery(), board.battery_mv(), board.charging(),
+        modem.now(), app.state.boot, app.uptime, app.battery(), board.battery_mv(), board.charging(),
         modem.rssi, modem.reg, modem.rat, modem.fix, FW, app.settings["rev"], len(app.outbox.names()),
         gc.mem_free()))
 
 
-def tele(*v):
-    """`tele` from (tst, boot, up, batt, mv, chg, rssi, reg, rat, fix, fw, cfg, out, heap)."""
-    return protocol.encode('{"tst":%s,"boot":%s,"up":%s,"batt":%s,"mv":%s,"chg":%s,"rssi":%s,"reg":%s,"rat":%s,'
-                   '"loc":%s,"fw":%s,"cfg":%s,"out":%s,"heap":%s}', v[:9] + (protocol.loc(v[9]),) + v[10:])
+def tele(tst, boot, up, batt, mv, chg, rssi, reg, rat, fix, fw, cfg, out, heap):
+    """The `tele` message."""
+    return protocol.encode(
+        '{"tst":%s,"boot":%s,"up":%s,"batt":%s,"mv":%s,"chg":%s,"rssi":%s,"reg":%s,"rat":%s,'
+        '"loc":%s,"fw":%s,"cfg":%s,"out":%s,"heap":%s}',
+        (tst, boot, up, batt, mv, chg, rssi, reg, rat, protocol.loc(fix), fw, cfg, out, heap))

@@ -1,5 +1,4 @@
-"""The battery alerts and switching off, loaded for those only (app.py reads the battery every 10 s and
-loads this near a threshold, or while an alert is to be reset).
+"""The battery alerts and switching off (app.py reads the battery every 10 s and calls `check`).
 
 Battery: the thresholds settings["batt_low"] and ["batt_critical"] are percentages (button.percent). A
 radio burst makes the voltage sag for a moment, so an alert needs three readings in a row; `low_battery`
@@ -13,38 +12,45 @@ then only looks off (no vibration) and goes on until the backend resolves that a
 the event sent), and the board cuts its power.
 """
 
+from asyncio import sleep_ms
 from time import ticks_diff, ticks_ms
 
 from micropython import const
 
 from . import log, protocol
-from .sched import sleep_ms
 
 _WAIT_MS = const(30000)
 _READINGS = const(3)
 
 
+class Alerts:
+    """What the battery alerts remember between readings (App.battery_alerts)."""
+
+    def __init__(self):
+        self.readings = 0  # readings in a row at or below batt_low
+        self.low_sent = False  # `low_battery` reported (until the battery recovers or charges)
+
+
 async def check(app):
-    """One battery reading: queue `low_battery`, or set app.off at critical (app.batt remembers
-    [readings in a row at or below a threshold, low reported])."""
-    st = app.batt
+    """One battery reading: queue `low_battery`, or set app.off at critical."""
+    st = app.battery_alerts
     settings = app.settings
     batt = app.battery()
     low = settings["batt_low"]
     if batt is None or app.board.charging() or batt > low:
-        st[0] = 0
+        st.readings = 0
         if batt is not None and batt > low + 5:
-            st[1] = False
+            st.low_sent = False
         return
-    st[0] += 1
-    if st[0] < _READINGS:
+    st.readings += 1
+    if st.readings < _READINGS:
         return
     if batt <= settings["batt_critical"]:
         if not app.off:
             log("app", "critical battery %d%%" % batt)
             app.off = "battery"
-    elif not st[1]:
-        st[1] = True
+    elif not st.low_sent:
+        st.low_sent = True
         log("app", "low battery %d%%" % batt)
         app.outbox.put("evt", protocol.evt(
             "low_battery", app.modem.now(), "batt", batt, "mv", app.board.battery_mv()))

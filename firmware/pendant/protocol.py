@@ -1,13 +1,11 @@
 """The JSON of the messages in docs/protocol.md (protocol version 1) that the alarm path sends (alarm, evt,
-with their loc and cell objects), and decoding what the backend sends. The rarely sent ones are made
-where they are sent, in modules loaded only then: `status` and `tele` in connect.py, `cmd/res` in
-commands.py (the heap has no room to keep them loaded).
+with their loc and cell objects), and decoding what the backend sends. The others are made where they
+are sent: `status` in connect.py, `tele` in network.py, `cmd/res` in commands.py.
 
 Encoders return compact UTF-8 JSON bytes with the fields in the order of docs/protocol-examples/
 (MicroPython dicts do not keep insertion order, so the messages are formatted here). A fix is the tuple
 (lat_e6, lon_e6, acc_m, tst) in integer micro-degrees, so the ESP32's single-precision float loses
 nothing; a cell is (rat, mcc, mnc, lac, cid). Decoders return None for anything malformed.
-Encoders take their fields positionally (*v): on the unix port every parameter name costs heap.
 """
 
 import json
@@ -27,28 +25,28 @@ def loc(fix):
     if not fix:
         return b"null"
     form = '{"lat":%s%d.%06d,"lon":%s%d.%06d,"acc":%d,"tst":%s,"src":"gnss"}'
-    lat, lon = fix[0], fix[1]
+    lat, lon, acc, tst = fix
     return (form % ("-"[: lat < 0], abs(lat) // 1000000, abs(lat) % 1000000, "-"[: lon < 0], abs(lon) // 1000000,
-                    abs(lon) % 1000000, fix[2], json.dumps(fix[3]))).encode()
+                    abs(lon) % 1000000, acc, json.dumps(tst))).encode()
 
 
-def alarm(*v):
-    """`alarm` from (alarm_id, kind, tst, fix, cell, batt, test); fix and cell may be None, and the
-    cell is only sent without a fix."""
+def alarm(alarm_id, kind, tst, fix, serving, batt, test):
+    """`alarm`; fix and serving (the cell) may be None, and the cell is only sent without a fix."""
     return encode('{"alarm_id":%s,"kind":%s,"tst":%s,"loc":%s,"cell":%s,"batt":%s,"test":%s}',
-                   v[:3] + (loc(v[3]), cell(None if v[3] else v[4])) + v[5:])
+                  (alarm_id, kind, tst, loc(fix), cell(None if fix else serving), batt, test))
 
 
 def cell(c):
     """The `cell` object of a serving cell (rat, mcc, mnc, lac, cid), or null."""
     if not c:
         return b"null"
-    return encode('{"mcc":%s,"mnc":%s,"lac":%s,"cid":%s,"rat":%s}', c[1:] + c[:1])
+    rat, mcc, mnc, lac, cid = c
+    return encode('{"mcc":%s,"mnc":%s,"lac":%s,"cid":%s,"rat":%s}', (mcc, mnc, lac, cid, rat))
 
 
-def evt(*v):
-    """`evt` from (name, tst, key, value, key, value, ...): the event's own fields after name and tst."""
-    return pairs('{"evt":%s,"tst":%s', v[:2], v[2:])
+def evt(name, tst, *fields):
+    """`evt` from its name, tst and its own fields as key, value, key, value, ..."""
+    return pairs('{"evt":%s,"tst":%s', (name, tst), fields)
 
 
 def pairs(form, values, more):
@@ -64,7 +62,7 @@ def decode(payload, *names):
     """Parse a JSON object; None unless the payload is one and the fields `names` are strings in it."""
     try:
         message = json.loads(payload)
-    except ValueError:
+    except (TypeError, ValueError):  # not JSON, or no payload at all (None)
         return None
     if type(message) is not dict:
         return None

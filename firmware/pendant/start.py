@@ -1,10 +1,10 @@
 """Starting the modem's MQTT service from scratch: whatever ran stopped, AT+CMQTTSTART, TLS set up when
-config.json says so, client 0 acquired. Loaded only when the session needs it (session.need 1: at
-boot, after +CMQTTNONET, or after repeated failures; pendant.use / pendant.drop), before connect.py.
+config.json says so, client 0 acquired. The session runs it when it needs to (session.need START: at
+boot, after +CMQTTNONET, or after repeated failures), before connect.py.
 
 TLS (docs/protocol.md, "TLS from the pendant"): the CA the server's certificate must come from is `ca.pem` on the
 flash beside config.json, never in config.json itself (read on every connect: a PEM string would be 1-2
-KB of heap in one piece). The modem keeps certificates in its own flash; the CA is stored there under a
+KB of heap). The modem keeps certificates in its own flash; the CA is stored there under a
 name made from its SHA-256, so `AT+CCERTLIST` tells whether the modem has this CA already, and it is
 written (streamed from the flash in small pieces) only when it has not.
 """
@@ -17,6 +17,7 @@ from micropython import const
 
 from . import log
 from .atchan import ATError
+from .modem import NOTHING
 
 _START_MS = const(12000)  # +CMQTTSTART: 0 can take up to 12 s
 # AT+CSSLCFG for context 0 (A76XX AT manual): TLS 1.2 ("sslversion" 3; the manual knows nothing newer),
@@ -26,7 +27,8 @@ _SSL = ('"sslversion",0,3', '"authmode",0,1', '"enableSNI",0,1')
 
 async def start(session):
     """Stop whatever ran, start the MQTT service, set TLS up (config.json's mqtt "tls") and acquire
-    client 0 (with TLS, bound to SSL context 0); then session.need is 0. ATError / ATTimeout on the way."""
+    client 0 (with TLS, bound to SSL context 0); then session.need is NOTHING. ATError / ATTimeout on the
+    way."""
     modem = session.modem
     with open("config.json") as f:  # checked at boot
         mqtt = json.load(f)["mqtt"]
@@ -44,7 +46,7 @@ async def start(session):
     await modem.mqtt((('ACCQ=0,"%s"%s' % (session.device_id, ",1" if tls else ""), None, 0),))
     if tls:
         await modem.mqtt((("SSLCFG=0,0", None, 0),))  # MQTT client 0 uses SSL context 0
-    session.need = 0
+    session.need = NOTHING
 
 
 async def secure(chan, path):

@@ -10,6 +10,7 @@ content and never a torn one: every file is written to `<path>.tmp` and renamed 
   topic under the device root, a newline, the payload), oldest first. A message may have a note,
   `outbox-fb/<n>.fb` (the fallback's progress for an alarm), removed with it. The notes have a folder
   of their own so that the outbox folder holds exactly the queued messages.
+- `Note`: the fallback's progress, the content of a note.
 Reading them at start, and tidying what a power cut left, is in boot.py (it runs once).
 """
 
@@ -53,13 +54,46 @@ class State:
         return alarm_id
 
 
+class Note:
+    """The SMS and call fallback's progress for one alarm (fallback.py), kept in the alarm's note as a
+    JSON list in the order of the attributes below."""
+
+    def __init__(self, saved=None):
+        (self.sent,  # numbers the SMS reached
+         self.failed,  # numbers it did not reach (yet)
+         self.calls,  # calls made
+         self.answered,  # the number that answered, or None
+         self.talked,  # seconds talked
+         self.rounds,  # rounds done
+         self.over,  # the fallback is over
+         self.tried,  # numbers tried this round (SMS)
+         self.next_call,  # the index of the next call this round
+         self.dialled,  # the number being called, or None
+         ) = saved or ([], [], 0, None, 0, 0, False, [], 0, None)
+
+    def dumps(self):
+        """The note as stored (JSON)."""
+        return json.dumps([self.sent, self.failed, self.calls, self.answered, self.talked, self.rounds,
+                           self.over, self.tried, self.next_call, self.dialled])
+
+
+def load_note(data):
+    """The Note stored as data (bytes), or None when there is none or it is not one (the `{}` written at
+    a press without a data path means: started, no progress yet)."""
+    try:
+        saved = json.loads(data)
+    except (TypeError, ValueError):
+        return None
+    return Note(saved) if type(saved) is list and len(saved) == 10 else None
+
+
 class Outbox:
     """The queue in one folder (default `outbox` in the current directory, the flash root)."""
 
     def __init__(self, path="outbox"):
         self._dir = path + "/"
         self.notes = path + "-fb/"  # the notes' folder
-        self._next = 1  # the number of the next message (boot.py sets it after looking at the folder)
+        self.next_number = 1  # of the next message (boot.py sets it after looking at the folder)
 
     def names(self):
         """Names of the queued messages, oldest first."""
@@ -72,8 +106,8 @@ class Outbox:
 
     def put(self, topic, payload):
         """Queue a message durably; return its name."""
-        name = "%08d.msg" % self._next
-        self._next += 1
+        name = "%08d.msg" % self.next_number
+        self.next_number += 1
         write(self._dir + name, topic.encode() + b"\n" + payload)
         return name
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _LINE = re.compile(r"(\d+) ([A-Za-z0-9_.]+): (.*)")
 _ALARM = re.compile(r"(raised|published) (\S+)")
 _ACKED = re.compile(r"acked (\S+) after (\d+) ms")
 _MEM = re.compile(r"peak (\d+) free (\d+)")
+# Any sign that the firmware ran short of heap: a MemoryError (caught and logged, or a traceback's last
+# line), the old firmware's `short of memory` retries and its memory reboot (`out of memory: rebooting`).
+# A test fails on any of them (tests/firmware/firmware_runner.py, the virtual pendants' consoles).
+MEMORY_TROUBLE = re.compile(r"short of memory|MemoryError|out of memory|memory allocation failed")
 
 
 @dataclass(frozen=True)
@@ -42,3 +47,8 @@ def parse_event(line: str, t: float = 0.0) -> FirmwareEvent | None:
     elif module == "mem" and (found := _MEM.fullmatch(message)):
         return FirmwareEvent(t, ticks, "mem", peak=int(found.group(1)), free=int(found.group(2)))
     return None
+
+
+def memory_trouble(lines: Iterable[str]) -> list[str]:
+    """The lines of a firmware console that say it ran short of heap (MEMORY_TROUBLE)."""
+    return [line for line in lines if MEMORY_TROUBLE.search(line)]

@@ -15,8 +15,9 @@ stage and reads the exit code:
 | any | killed by a signal the bench did not send (crash) | hard reset (a panicking ESP32 reboots) |
 
 The firmware runs exactly as `micropython main.py` in the flash folder: the bench adds nothing to its
-heap (the firmware's 64 KB budget is measured on the bench). Its paths are relative to the flash folder;
-an absolute path would reach the host's files (the firmware uses none). The REPL first mounts the flash
+heap (the firmware's budget, `-X heapsize=128K` on the 64-bit port, is measured on the bench). Its
+paths are relative to the flash folder; an absolute path would reach the host's files (the firmware uses
+none). The REPL first mounts the flash
 folder at `/` (so `/` is the flash, as on a board, for mpremote and for people) and gets a
 `machine.reset()`. A main.py that returns exits with 0 like SystemExit(0), so the bench soft-reboots it
 where a board would stay at the REPL.

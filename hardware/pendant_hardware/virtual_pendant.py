@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pendant_hardware.board_io import BoardEvent, BoardIO
-from pendant_hardware.console_log import FirmwareEvent, parse_event
+from pendant_hardware.console_log import MEMORY_TROUBLE, FirmwareEvent, parse_event
 from pendant_hardware.flash import DEVICE_ID, deploy_firmware, write_device_config, write_sim_ports
 from pendant_hardware.mcu import OFF, Mcu
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
@@ -28,7 +28,11 @@ from pendant_hardware.repl_boot import FIRMWARE
 
 log = logging.getLogger(__name__)
 
-HEAP_SIZE = "128K"  # on the 64-bit unix port: about the 64 KB of heap the firmware may use on the ESP32
+# The firmware's heap budget on the 64-bit unix port (docs/architecture.md, "Memory budget").
+HEAP_SIZE = "128K"
+# Every console line of any virtual pendant in this process that said the firmware ran short of heap
+# (`<device_id>: <line>`): the bench and end-to-end tests fail on a new one (their conftest.py).
+MEMORY_TROUBLE_LINES: list[str] = []
 TAIL_LINES = 1000
 CAPTURES = {"call": "calls.jsonl", "sms": "sms.jsonl"}
 
@@ -223,6 +227,9 @@ class VirtualPendant:
             self._log_file.write(line + "\n")
         self._tail.append(line)
         self.line_count += 1
+        if MEMORY_TROUBLE.search(line):
+            MEMORY_TROUBLE_LINES.append(f"{self.device_id}: {line}")
+            log.warning("%s: the firmware ran short of memory: %s", self.device_id, line)
         event = parse_event(line, now)
         if event is not None:
             self.events.append(event)

@@ -1,4 +1,4 @@
-"""The spine, end to end on real parts: the real firmware on MicroPython (64 KB heap) -> simulated A7670
+"""The spine, end to end on real parts: the real firmware on MicroPython (128K heap) -> simulated A7670
 -> Mosquitto (the project's config, per-device accounts) -> backend -> SQLite -> alarm/ack -> pendant.
 
 These read as the victim's story: she holds the button, the alarm is stored once with where she is,

@@ -1,4 +1,4 @@
-"""The pendant over TLS, end to end on real parts: the real firmware (MicroPython, 64 KB heap) verifies the
+"""The pendant over TLS, end to end on real parts: the real firmware (MicroPython, 128K heap) verifies the
 broker through the simulated A7670 (a real TLS handshake against the project's Mosquitto, with the CA
 that provisioning put beside config.json), and the stories of a server that cannot prove it is ours.
 

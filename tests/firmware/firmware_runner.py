@@ -3,6 +3,7 @@ flash folder, and a pendant run against a MicroPython bench script from tests/fi
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from pendant_hardware.console_log import memory_trouble
 from pendant_hardware.flash import deploy_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 MP = Path(__file__).resolve().parent / "mp"
 EXAMPLES = ROOT / "docs" / "protocol-examples"
-HEAP = "128K"  # the guide's budget: the 64-bit unix port doubles object sizes, so about 64 KB of ESP32 heap
+# The firmware's heap budget on the 64-bit unix port: about 64 KB on a 32-bit ESP32, a third of a
+# PSRAM-less ESP32's free heap spare (docs/architecture.md, "Memory budget"; benchmarks/heap_factor.py).
+HEAP = "128K"
 
 
 def tool(name):
@@ -67,8 +71,21 @@ def flash(build_dir, folder):
     return ports
 
 
+def assert_no_memory_trouble(log, report=""):
+    """Fail when a pendant's log says the firmware ran short of heap: a MemoryError, `short of memory`,
+    `out of memory`, a memory reboot (pendant_hardware.console_log.MEMORY_TROUBLE)."""
+    trouble = memory_trouble(log.splitlines())
+    assert not trouble, "the firmware ran short of memory:\n" + "\n".join(trouble) + "\n" + report
+
+
+def peak_heap(log):
+    """The highest `mem: peak` of a pendant's log, 0 without one."""
+    peaks = [int(p) for p in re.findall(r" mem: peak (\d+) free \d+", log)]
+    return max(peaks) if peaks else 0
+
+
 class PendantRun:
-    """A bench script and a pendant (64 KB heap) on one flash folder, started now, running in the
+    """A bench script and a pendant (HEAP) on one flash folder, started now, running in the
     background; a pendant that ends with SystemExit(0) (a reboot) is started again, as a board restarts,
     and so is one the bench resets (a `bench: watchdog reset` line: the process is killed first)."""
 

@@ -1,6 +1,6 @@
 """The firmware's fixed console lines."""
 
-from pendant_hardware.console_log import FirmwareEvent, parse_event
+from pendant_hardware.console_log import FirmwareEvent, memory_trouble, parse_event
 
 
 def test_alarm_lines() -> None:
@@ -19,3 +19,16 @@ def test_mem_line() -> None:
 def test_other_lines_are_not_events() -> None:
     for line in ("1 app: started", "alarm: raised 1-1", "12 alarm: raised", "[bench] boot 1, pid 4", ""):
         assert parse_event(line) is None
+
+
+def test_every_sign_of_a_heap_running_short_is_memory_trouble() -> None:
+    console = [
+        "1000 mem: peak 91808 free 39264",  # the sample is not trouble
+        "1200 app: worker: short of memory",  # the old firmware's retried step
+        "1300 app: out of memory: rebooting",  # and its memory reboot
+        "1400 mqtt: connect: MemoryError('memory allocation failed, allocating 368 bytes',)",
+        "MemoryError: memory allocation failed, allocating 512 bytes",  # a traceback's last line
+        "1500 app: cannot raise the alarm (MemoryError()): rebooting to raise it",
+        "1600 alarm: raised 12-3",
+    ]
+    assert memory_trouble(console) == console[1:6]

@@ -4,7 +4,8 @@ meanwhile), and the host-side reading of what it prints. Every probe prints one 
 The probes reach the hardware only through the firmware's board module (`pendant.boards.t_a7670e` on
 the pendant, `pendant.boards.sim` on the bench): `Board(device)`, `open_modem()`, `pwrkey()` (or the
 older `modem_power_on()`), `battery_mv()`, `charging()`, `buttons()` (or the older `button.value()`),
-`vibrate(pattern)` and `tasks()`, run under the firmware's scheduler (`pendant.sched`, else asyncio).
+`vibrate(pattern)` and `tasks()`, run on asyncio as the firmware's own tasks are (or on `pendant.sched`,
+the scheduler of older firmware, on a pendant that still has it).
 They speak plain AT to the modem with a small helper of their own, so that a probe does not depend on
 the firmware's AT channel, and they switch a modem that does not answer on (PWRKEY) first. (The
 firmware's `pendant.identity.about()`, for a technician at the REPL, reads the IMEI and ICCID too, but

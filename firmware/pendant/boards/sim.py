@@ -6,20 +6,20 @@ sim.json in the current directory (the pendant's flash folder) names the ports:
 sends `HELLO <device_id> <fw>` once per connection, `VIB <pattern>`, `MCU light_sleep` / `MCU active`,
 `WDT <ms>` / `FEED`, `PWRKEY <ms>`, `DTR <0|1>` and `OFF`. One test fault, for the watchdog's scenario:
 the bench's `HANG` stops the interpreter for good (a driver that never returns), so that nothing feeds
-the watchdog any more. Both are plain non-blocking sockets, polled
-(asyncio's streams would cost heap the pendant does not have). A light sleep is a poll of both sockets:
-bytes from the bench or the modem wake the pendant, as a pin or the modem's RI line wake the ESP32.
+the watchdog any more. Both are plain non-blocking sockets, polled, as the ESP32's UART is (see atchan.py).
+A light sleep is a poll of both sockets: bytes from the bench or the modem wake the pendant, as a pin or
+the modem's RI line wake the ESP32.
 """
 
 import json
 import select
 import socket
+from asyncio import sleep_ms
 from time import sleep_ms as block
 from time import ticks_diff, ticks_ms
 
 from .. import FW, log
 from ..atchan import write
-from ..sched import sleep_ms
 
 NAME = "sim"
 
@@ -43,13 +43,14 @@ class Board:
         self.pins = {"BTN": 0, "PWR": 0, "CHG": 0, "VBAT": None}  # as the bench last sent them
         self._io = None
         self._poll = select.poll()
-        # watchdog ms (None: not armed), ticks of the last FEED, MCU state line sent last
-        self._st = [None, 0, "MCU active"]
+        self._watchdog_ms = None  # None: not armed
+        self._fed = 0  # ticks_ms of the last FEED sent
+        self._mcu = "MCU active"  # the MCU state line sent last
 
     def _send(self, line):
         # One short line to the bench, now (from code that cannot wait); lost while the channel is down.
         try:
-            self._io.write(line + "\n")
+            self._io.write(line.encode() + b"\n")
         except (AttributeError, OSError):
             pass  # no io channel: the bench sends the whole pin state and gets WDT again on reconnect
 
@@ -84,29 +85,28 @@ class Board:
     async def vibrate(self, pattern):
         """Play a vibration pattern: tell the bench `VIB <pattern>`."""
         if self._io:
-            await write(self._io, "VIB %s\n" % pattern)
+            await write(self._io, ("VIB %s\n" % pattern).encode())
         else:
             log("board", "io down, no VIB " + pattern)
 
     def watchdog(self, ms):
         """Arm the bench's watchdog (it restarts the pendant when no FEED comes within ms); the board
         is the watchdog object."""
-        self._st[0] = ms
+        self._watchdog_ms = ms
         self._send("WDT %d" % ms)
         return self
 
     def feed(self):
         """Feed the watchdog (at most one FEED line a second: plenty against a 30 s timeout)."""
-        st = self._st
-        if ticks_diff(ticks_ms(), st[1]) >= 1000:
-            st[1] = ticks_ms()
+        if ticks_diff(ticks_ms(), self._fed) >= 1000:
+            self._fed = ticks_ms()
             self._send("FEED")
 
     def sleep(self, ms):
         """Light sleep for up to ms, until the bench or the modem sends something; 0: stay awake."""
         line = "MCU light_sleep" if ms > 0 else "MCU active"
-        if line != self._st[2]:
-            self._st[2] = line
+        if line != self._mcu:
+            self._mcu = line
             self._send(line)
         if ms > 0:
             for entry in self._poll.poll(ms):
@@ -124,14 +124,14 @@ class Board:
             block(1000)  # nothing runs any more
 
     def tasks(self):
-        """Supervised tasks of this board, as [name, coroutine function]: the io channel."""
-        return [["io", self._io_task]]
+        """Supervised tasks of this board, as (name, coroutine function): the io channel."""
+        return [("io", self._io_task)]
 
     async def _io_task(self):
         sock = _connect("io")
-        st = self._st
         try:
-            await write(sock, self._hello + st[2] + "\n" + ("WDT %d\n" % st[0] if st[0] else ""))
+            armed = "WDT %d\n" % self._watchdog_ms if self._watchdog_ms else ""
+            await write(sock, (self._hello + self._mcu + "\n" + armed).encode())
             self._io = sock
             self._poll.register(sock, select.POLLIN)
             buf = b""

@@ -15,11 +15,11 @@ No LED and no buzzer: the pendant gives no light or sound.
 """
 
 
+from asyncio import sleep_ms
+
 import esp32
 import machine
 from micropython import const
-
-from ..sched import sleep_ms
 
 NAME = "t_a7670e"
 
@@ -136,5 +136,5 @@ class Board:
         machine.deepsleep()
 
     def tasks(self):
-        """Supervised tasks of this board, as [name, coroutine function]: none."""
+        """Supervised tasks of this board, as (name, coroutine function): none."""
         return []

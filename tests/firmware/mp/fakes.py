@@ -6,11 +6,9 @@ shared/reference/a7670-at.md) and produces the quirks of real modems on request.
 attributes: `replies` (command prefix -> text printed instead of the answer), `pub_results` /
 `connect_results` (error codes for the next publishes / connects), `start_before_ok`, `gnss`,
 `on_publish`, `silent`, `outcomes` (number -> "answer", "busy", "no_answer", or nothing at all),
-`sms_fail` (how many SMS to refuse); it records `dialled` and `texts`. Written small: these tests run in
-the pendant's 64 KB heap.
+`sms_fail` (how many SMS to refuse); it records `dialled` and `texts`. These tests run in the pendant's
+heap budget (tests/firmware/firmware_runner.py HEAP).
 """
-
-import mptest  # noqa: F401 -- imported first, it sets memory aside before the firmware loads
 
 IMEI = "864321050123456"
 CPSI_LTE = "+CPSI: LTE,Online,204-08,0x2B5C,27013936,257,EUTRAN-BAND20,6300,5,5,-94,-850,-545,15"
@@ -42,8 +40,7 @@ class FakeA7670:
     """One modem as the firmware sees it: readinto(buf) (None while nothing is there), write(), close()."""
 
     def __init__(self):
-        self.commands = [None] * 40  # the last 40 command lines received (str, without CR); the room
-        del self.commands[:]  # is taken now: grown later, amid the firmware's objects, it needs 512 bytes
+        self.commands = []  # the last 40 command lines received (str, without CR)
         self.published = []  # (topic, payload) of every successful AT+CMQTTPUB
         self.subscribed = []
         self.connects = []
@@ -76,7 +73,7 @@ class FakeA7670:
             return 0 if self.closed else None
         n = min(len(buf), len(self._rx))
         buf[:n] = self._rx[:n]
-        self._rx[0:n] = b""  # in place: a new copy of the rest each read would split the 64 KB heap
+        self._rx[0:n] = b""  # in place: no new copy of the rest each read
         return n
 
     def write(self, data):

@@ -8,21 +8,17 @@
 
     run()
 
-A test may be a coroutine function; it then runs under the firmware's scheduler (pendant.sched, which
-the firmware's coroutines need), and the tasks it started are dropped when it ends. A hang is caught by
+A test may be a coroutine function; it then runs on asyncio, in a new event loop, so the tasks it
+started are dropped when it ends. A hang is caught by
 the time limit of the pytest case that runs the script (and `until` gives up after its own timeout).
 """
 
+import asyncio
 import gc
 import os
 import sys
 
-from pendant import sched
-
 _tests = []
-# As main.py does on the pendant: keep 4 KB in one piece while the modules load (loading leaves small
-# holes behind), and free it when the tests start. Test scripts import mptest before the firmware.
-_reserve = [bytearray(4096)]
 
 
 def test(fn):
@@ -67,7 +63,7 @@ async def until(condition, timeout_ms=5000, what="condition"):
     while not condition():
         if waited >= timeout_ms:
             raise AssertionError("timed out waiting for %s" % what)
-        await sched.sleep_ms(5)
+        await asyncio.sleep_ms(5)
         waited += 5
 
 
@@ -89,14 +85,14 @@ def wipe(*folders):
 
 def run():
     """Run every registered test; exit with status 1 if any failed."""
-    _reserve.clear()
     failed = 0
     for fn in _tests:
         gc.collect()  # what the test before left: each test starts with the heap the firmware would have
         try:
             result = fn()
             if type(result).__name__ == "generator":  # a coroutine on MicroPython
-                sched.run(result)
+                asyncio.new_event_loop()  # without the tasks the test before left
+                asyncio.run(result)
             print("ok", fn.__name__)
         except Exception as e:
             failed += 1

@@ -1,8 +1,10 @@
 """A mqtt.Session over the fake modem for the test_mqtt*.py scripts, kept up as the app's worker does."""
 
+import asyncio
+
 from fakes import FakeA7670
 from mptest import until, wipe
-from pendant import drop, mqtt, sched
+from pendant import mqtt
 from pendant.atchan import ATChannel
 from pendant.modem import Modem
 from pendant.store import State
@@ -14,10 +16,6 @@ with open("config.json", "w") as f:  # connect.py and network.py read it from th
         '"tls":false,"keepalive":60},"apn":"internet"}'
     )
 ROOT = b"pendant/v1/pd-0001/"
-# As the app does at start: their names interned while the heap is in one piece.
-for name in ("network", "connect"):
-    __import__("pendant." + name)
-    drop(name)
 
 
 async def keeper(s):
@@ -25,7 +23,7 @@ async def keeper(s):
     while True:
         await s.keep()
         await s.dispatch()
-        await sched.sleep_ms(20)
+        await asyncio.sleep_ms(20)
 
 
 async def session(fake=None):
@@ -35,7 +33,7 @@ async def session(fake=None):
         return fake
 
     chan = ATChannel(opener)
-    sched.create_task(chan.run())
+    asyncio.create_task(chan.run())
     wipe()
     state = State((5, 0, 0, None))
     s = mqtt.Session(Modem(chan), "pd-0001", state)
@@ -50,6 +48,6 @@ async def session(fake=None):
 
     s.on_message = on_message
     s.on_connect = on_connect
-    sched.create_task(keeper(s))
+    asyncio.create_task(keeper(s))
     await until(lambda: s.gen, 10000, "connected")
     return s, fake, state

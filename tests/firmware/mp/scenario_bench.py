@@ -1,6 +1,7 @@
 """The bench for the firmware's scenario tests: FakeA7670 on the modem port, a scripted board on the io port.
 
-Run by tests/firmware/test_scenarios.py (no heap limit; the pendant runs in its own process under 64 KB) as
+Run by tests/firmware/test_scenarios.py (no heap limit; the pendant runs in its own process within its
+budget) as
     micropython scenario_bench.py <modem_port> <io_port> <scenario>
 It prints `bench: listening`, runs the scenario (a coroutine below, named `s_<scenario>`) and prints
 `bench: done` when every step of it held, or `bench: FAIL <step>` at the first that did not (a step waits
@@ -479,7 +480,7 @@ async def main(modem_port, io_port, name):
         print("bench: done")
     except Failed as e:
         print("bench: FAIL %s" % e)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # MicroPython has no built-in TimeoutError
         print("bench: FAIL timed out")
 
 

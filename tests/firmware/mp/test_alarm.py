@@ -18,7 +18,7 @@ class Session:  # what Alarms needs from mqtt.Session
     def __init__(self):
         self.up = True
         self.gen = 1
-        self._retry = [0, 0]
+        self.failures = 0
         self.published = []
 
     async def publish(self, sub, payload):
@@ -114,8 +114,9 @@ async def without_ack_it_stays_and_is_resent_after_a_reconnect_and_after_the_tim
     alarms.on_connect()
     await alarms.send()
     eq(len(alarms.session.published), 2)
-    entry = alarms._queued["00000001.msg"]
-    entry[3] = ticks_add(entry[3], -30000)  # the ack timeout passes (the send's ticks moved back)
+    entry = alarms.queued["00000001.msg"]
+    # the ack timeout passes (the send's ticks moved back)
+    entry.published = ticks_add(entry.published, -30000)
     alarms._looked -= 1000
     await alarms.send()
     eq([m["alarm_id"] for _, m in alarms.session.published], ["1-1", "1-1", "1-1"])
@@ -125,8 +126,8 @@ async def without_ack_it_stays_and_is_resent_after_a_reconnect_and_after_the_tim
 async def resent_after(alarms, ms):
     # Move every queued alarm's last send ms back in time (a clock that ran on) and let send() look:
     # the ids published now.
-    for entry in alarms._queued.values():
-        entry[3] = ticks_add(entry[3], -ms)
+    for entry in alarms.queued.values():
+        entry.published = ticks_add(entry.published, -ms)
     published = alarms.session.published
     n = len(published)
     alarms._due = True
@@ -142,7 +143,7 @@ async def unacked_alarms_are_resent_with_backoff_in_order_until_the_ack():
     await alarms.send()
     waits = []
     for _ in range(6):
-        wait = alarms._queued["00000001.msg"][6]
+        wait = alarms.queued["00000001.msg"].wait
         waits.append(wait)
         eq(await resent_after(alarms, wait - 500), [], "half a second before the wait is over")
         eq(await resent_after(alarms, 500), ["1-1"], "once the wait is over")
@@ -151,11 +152,11 @@ async def unacked_alarms_are_resent_with_backoff_in_order_until_the_ack():
     eq(await resent_after(alarms, 1000), ["1-1"])
     alarms.raise_alarm()  # a second alarm: sent at once, its own wait starts at the ack timeout
     eq(await resent_after(alarms, 0), ["1-2"])
-    eq(alarms._queued["00000002.msg"][6], 30000)
+    eq(alarms.queued["00000002.msg"].wait, 30000)
     alarms.session.gen += 1  # a reconnect: both at once, oldest first, and the waits start again
     alarms.on_connect()
     eq(await resent_after(alarms, 0), ["1-1", "1-2"])
-    eq([alarms._queued[name][6] for name in sorted(alarms._queued)], [30000, 30000])
+    eq([alarms.queued[name].wait for name in sorted(alarms.queued)], [30000, 30000])
     eq(await resent_after(alarms, 29500), [])
     eq(await resent_after(alarms, 500), ["1-1", "1-2"])
     await alarms.on_ack("1-1", "received")  # the ack ends the resends of that alarm only
@@ -254,13 +255,13 @@ async def without_a_data_path_the_fallback_is_due_at_once():
     clean()
     session = Session()
     session.up = False
-    session._retry[0] = 2  # reconnecting has failed
+    session.failures = 2  # reconnecting has failed
     alarms = boot(session=session)
     eq(alarms.fallback_due(), None)
     alarms.raise_alarm()
-    eq(alarms.fallback_due()[1], "1-1")
+    eq(alarms.fallback_due()[1].alarm_id, "1-1")
     again = boot(session=session)  # and after a reboot it goes on at once
-    eq(again.fallback_due()[1], "1-1")
+    eq(again.fallback_due()[1].alarm_id, "1-1")
 
 
 @test

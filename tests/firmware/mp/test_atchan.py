@@ -1,8 +1,9 @@
 """atchan on MicroPython against a fake modem stream: commands, waiters, URCs, prompts, timeouts."""
 
+import asyncio
+
 from fakes import FakeA7670
 from mptest import araises, eq, run, test, true, until
-from pendant import sched
 from pendant.atchan import ATChannel, ATError, ATTimeout
 
 
@@ -16,7 +17,7 @@ def start(coro):
         except Exception as e:
             outcome.extend(["raised", e])
 
-    sched.create_task(wrapper())
+    asyncio.create_task(wrapper())
     return outcome
 
 
@@ -28,7 +29,7 @@ async def channel():
 
     chan = ATChannel(opener)
     reader = start(chan.run())
-    await sched.sleep_ms(0)
+    await asyncio.sleep_ms(0)
     return chan, fake, reader
 
 
@@ -153,7 +154,7 @@ async def commands_are_serialised():
     fake.replies["AT+CSQ"] = ""
     first = start(chan.command("AT+CSQ", 2000))
     second = start(chan.command("AT+CPIN?", 2000))
-    await sched.sleep_ms(50)
+    await asyncio.sleep_ms(50)
     eq(fake.commands, ["AT+CSQ"])  # the second waits for the first's final result
     fake.send("\r\n+CSQ: 5,99\r\n\r\nOK\r\n")
     await until(lambda: first and second)
@@ -164,7 +165,7 @@ async def commands_are_serialised():
 async def unknown_unsolicited_lines_are_dropped():
     chan, fake, _ = await channel()
     fake.send("\r\nRDY\r\n\r\n*ATREADY: 1\r\n\r\nSMS DONE\r\n")
-    await sched.sleep_ms(50)  # the reader polls every 10 ms
+    await asyncio.sleep_ms(50)  # the reader polls every 10 ms
     eq(await chan.command("AT"), [])
 
 
@@ -187,7 +188,7 @@ async def the_reader_starts_again_on_a_new_stream():
 
     chan = ATChannel(opener)
     reader = start(chan.run())
-    await sched.sleep_ms(0)
+    await asyncio.sleep_ms(0)
     first.close()
     await until(lambda: reader)
     start(chan.run())
@@ -209,11 +210,11 @@ async def silence_and_idleness_are_measured():
     chan, fake, _ = await channel()
     eq(await chan.command("AT"), [])
     eq(chan.silent_ms(), 0)  # it answers
-    await sched.sleep_ms(30)
+    await asyncio.sleep_ms(30)
     true(chan.idle_ms() >= 30, "idle since the last command")
     fake.silent = True  # it hangs
     await araises(ATTimeout, chan.command("AT", 50))
-    await sched.sleep_ms(20)
+    await asyncio.sleep_ms(20)
     true(chan.silent_ms() >= 70, "silent since the last answer: %d" % chan.silent_ms())
     fake.silent = False
     eq(await chan.command("AT"), [])

@@ -1,8 +1,9 @@
 """button on MicroPython: the gesture detector fed levels at given times (pure, so nothing hangs on the
 machine's speed), the watch task over a scripted board, and the battery estimate."""
 
+import asyncio
+
 from mptest import eq, run, test, until
-from pendant import sched
 from pendant.button import GESTURE, LONG, OFF, Presses, percent, watch
 
 
@@ -74,7 +75,7 @@ async def watch_reports_both_buttons_and_sleeps_only_when_idle():
     async def on_event(event):
         events.append(event)
 
-    task = sched.create_task(
+    task = asyncio.create_task(
         watch(board, {"press_ms": 200, "presses": 0, "off_ms": 200}, on_event, lambda: idle[0])
     )
     await until(lambda: len(board.script) == 1, 20000, "script played")
@@ -82,7 +83,7 @@ async def watch_reports_both_buttons_and_sleeps_only_when_idle():
     eq(board.sleeps, 0)
     idle[0] = 1000
     await until(lambda: board.sleeps, 5000, "a light sleep")
-    sched._tasks.remove(task)
+    task.cancel()
 
 
 @test

@@ -1,12 +1,13 @@
 """modem on MicroPython against the fake modem: the state of calls from their URCs (as the A76XX manual and
 real modems print them), the clock, and the CMQTT family with its quirks."""
 
+import asyncio
+
 from fakes import FakeA7670
 from mptest import araises, eq, run, test, true, until
-from pendant import gnss, sched
+from pendant import gnss
 from pendant.atchan import ATChannel, ATError
-from pendant.gnss import unix_time
-from pendant.modem import ACTIVE, DIALLING, ENDED, FAILED, IDLE, Modem
+from pendant.modem import ACTIVE, DIALLING, ENDED, FAILED, IDLE, Modem, unix_time
 
 
 async def modem_on(fake):
@@ -14,7 +15,7 @@ async def modem_on(fake):
         return fake
 
     chan = ATChannel(opener)
-    sched.create_task(chan.run())
+    asyncio.create_task(chan.run())
     return Modem(chan)
 
 
@@ -31,8 +32,8 @@ async def clock_counts_from_what_it_was_set_to():
     fake = FakeA7670()
     modem = await modem_on(fake)
     eq(modem.now(), None)  # no network or GNSS time yet
-    modem._time = [1764403200, __import__("time").ticks_ms()]
-    await sched.sleep_ms(1100)
+    modem.set_time(1764403200)
+    await asyncio.sleep_ms(1100)
     true(modem.now() in (1764403201, 1764403202), "one second later")
 
 
@@ -40,13 +41,13 @@ async def clock_counts_from_what_it_was_set_to():
 async def an_outgoing_call_answered_then_ended():
     fake = FakeA7670()
     modem = await modem_on(fake)
-    c = modem.call
-    c[0] = DIALLING
+    call = modem.call
+    call.state = DIALLING
     fake.send("\r\nVOICE CALL: BEGIN\r\n")
-    await until(lambda: c[0] == ACTIVE)
+    await until(lambda: call.state == ACTIVE)
     fake.send("\r\nVOICE CALL: END: 000212\r\n\r\nNO CARRIER\r\n")  # 2 min 12 s; NO CARRIER after it
-    await until(lambda: c[0] == ENDED)
-    eq(c[2], 132)
+    await until(lambda: call.state == ENDED)
+    eq(call.seconds, 132)
     eq(await modem.chan.command("AT"), [])  # nothing left over for the next command
 
 
@@ -54,11 +55,11 @@ async def an_outgoing_call_answered_then_ended():
 async def an_outgoing_call_busy_or_not_answered():
     fake = FakeA7670()
     modem = await modem_on(fake)
-    c = modem.call
+    call = modem.call
     for line in ("BUSY", "NO ANSWER", "NO CARRIER"):
-        c[0] = DIALLING
+        call.state = DIALLING
         fake.send("\r\n%s\r\n" % line)
-        await until(lambda: c[0] == FAILED, 1000, line)
+        await until(lambda: call.state == FAILED, 1000, line)
 
 
 @test
@@ -71,24 +72,26 @@ async def an_incoming_call_rings_with_its_number_until_it_is_missed():
     fake.send("\r\nMISSED_CALL: 11:53AM +31201234567\r\n")
     await until(lambda: modem.ringing() is None)
     fake.send("\r\nRING\r\n")  # a withheld number: no +CLIP number
-    modem.call[3] = None
+    modem.call.number = None
     await until(lambda: modem.ringing() == "")
-    eq(modem.call[0], IDLE)
+    eq(modem.call.state, IDLE)
 
 
 @test
 async def gnss_ready_is_noted():
     fake = FakeA7670()
     modem = await modem_on(fake)
-    eq(modem._gnss, None)
+    eq(modem.gnss, None)
     fake.send("\r\n+CGNSSPWR: READY!\r\n")
-    await until(lambda: modem._gnss is True)
+    await until(lambda: modem.gnss is True)
 
 
 class Located:  # what gnss.tick reads of the app: an idle pendant (no alarm open, no locate waiting)
     def __init__(self, modem):
         self.modem = modem
-        self.at = [100, 0, 200, 0, 0, 0]  # now 100 s; the next refresh at 200 s; the current one over
+        self.uptime = 100
+        self.gnss_at = gnss.Schedule()
+        self.gnss_at.refresh = 200  # the next refresh at 200 s; the current one over
         self.state = self
         self.open = self.locating = None
         self.settings = {"fix_s": 600, "loc_s": 60}
@@ -109,7 +112,7 @@ async def a_modem_refusing_cgnsspwr_is_a_sim7600_cgps_and_cgpsinfo():
     eq(modem.fix, (52373101, 4892203, 50, 1764403200))
     eq((fake.count("AT+CGPSINFO"), fake.count("AT+CGNSSINFO")), (1, 0))
     await gnss.tick(Located(modem))  # nothing needs it any more: off the SIM7600 way
-    eq((fake.count("AT+CGPS=0"), fake.count("AT+CGNSSPWR=0"), modem._gnss), (1, 0, None))
+    eq((fake.count("AT+CGPS=0"), fake.count("AT+CGNSSPWR=0"), modem.gnss), (1, 0, None))
 
 
 @test

@@ -1,8 +1,10 @@
 """mqtt.Session on MicroPython against the fake modem: connect, will and birth, subscriptions, received
 messages in chunks, reconnect after +CMQTTCONNLOST, a fresh start after +CMQTTNONET."""
 
+import asyncio
+
 from mptest import eq, run, test, true, until
-from pendant import FW, sched
+from pendant import FW
 
 from mqtt_session import ROOT, session
 
@@ -28,7 +30,7 @@ async def received_messages_in_chunks_reach_on_message():
     )
     fake.deliver(b"pendant/v1/pd-0002/cmd", b'{"id":"x","cmd":"reboot"}')  # not ours: dropped
     await until(lambda: s.received, 2000, "received")
-    await sched.sleep_ms(100)
+    await asyncio.sleep_ms(100)
     eq(s.received, [("alarm/ack", b'{"alarm_id":"1-1","state":"received"}')])
 
 

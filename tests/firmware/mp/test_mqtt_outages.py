@@ -1,9 +1,10 @@
 """mqtt.Session on MicroPython against the fake modem: refused connects, failed publishes and a message
 too long to keep; never an exception into the app."""
 
+import asyncio
+
 from fakes import FakeA7670
 from mptest import eq, run, test, true, until
-from pendant import sched
 
 from mqtt_session import ROOT, session
 
@@ -39,7 +40,7 @@ async def a_message_too_long_to_keep_is_dropped_and_the_next_one_arrives():
     )
     for _ in range(14):  # 4200 bytes, more than a message may be, in pieces as a UART delivers them
         fake.send(b"x" * 300)
-        await sched.sleep_ms(20)
+        await asyncio.sleep_ms(20)
     fake.send(b"\r\n+CMQTTRXEND: 0\r\n")
     fake.deliver(ROOT + b"config", b'{"rev":1}')
     await until(lambda: s.received, 2000, "received")

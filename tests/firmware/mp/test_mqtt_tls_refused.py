@@ -1,9 +1,10 @@
 """mqtt.Session over TLS on MicroPython against the fake modem: a refused handshake is said on the
 console (one line each time) and retried, never raised; no CA on the flash is said, and nothing connects."""
 
+import asyncio
+
 from fakes import FakeA7670
 from mptest import eq, run, test, true, until
-from pendant import sched
 
 from mqtt_session import session
 from tls_flash import flash, lines
@@ -25,9 +26,9 @@ async def a_refused_handshake_is_said_and_retried():
 async def no_ca_on_the_flash_is_said_and_nothing_connects():
     flash(None)
     fake = FakeA7670()
-    sched.create_task(session(fake))  # never connected: dropped when the test ends
+    asyncio.create_task(session(fake))  # never connected: dropped when the test ends
     await until(lambda: [line for line in lines if "no ca.pem on the flash" in line], 5000, "the line")
-    await sched.sleep_ms(200)
+    await asyncio.sleep_ms(200)
     eq(fake.count("AT+CMQTTCONNECT="), 0)
     eq(fake.count("AT+CMQTTACCQ="), 0)
 

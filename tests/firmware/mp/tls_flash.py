@@ -1,10 +1,9 @@
 """The flash and the capture for the test_mqtt_tls*.py scripts: config.json over TLS, ca.pem, and the
-console lines of connect.py and start.py (which take `log` from the package when they load, for every
-connect)."""
+console lines of connect.py and start.py."""
 
 import os
 
-import pendant
+from pendant import connect, start
 
 # A stand-in for the CA certificate: the firmware streams it, hashes it and never parses it.
 CA = b"-----BEGIN CERTIFICATE-----\n" + b"MIIBtest0123456789+/\n" * 8 + b"-----END CERTIFICATE-----\n"
@@ -12,7 +11,6 @@ CONFIG = (
     '{"device_id":"pd-0001","mqtt":{"host":"localhost","port":8883,"user":"pd-0001","password":"pw",'
     '"tls":true,"ca":"ca.pem","keepalive":60},"apn":"internet"}'
 )
-# Only the lines the tests look for are kept (every string kept costs the 64 KB heap they share).
 WANTED = ("TLS handshake failed", "on the flash", "loading the CA")
 lines = []
 
@@ -23,7 +21,7 @@ def capture(module, message):
             lines.append(message)
 
 
-pendant.log = capture
+connect.log = start.log = capture
 
 
 def flash(ca=CA):
