@@ -1,5 +1,5 @@
 """Benchmark: battery life projections at a 3-minute and a 30-minute heartbeat (target: >= 7 days and
->= 14 days on 1000 mAh).
+>= 14 days on 1000 mAh), and per supervision profile (SP4, SP3, custom: pendant_backend.supervision).
 
 Two kinds of figure, both from the bench's power meter (hardware/pendant_hardware/power.py, datasheet
 currents):
@@ -11,8 +11,12 @@ currents):
   firmware could adopt: ESP32 awake or in light sleep between events, the modem allowed to sleep (CSCLK
   + DTR) or not, MQTT keepalive 60 s or 20 min, a GNSS fix per heartbeat or not.
 Baseline in the same run: the floor, everything asleep and nothing sent, through the same meter.
+Per profile: the model of the design the firmware runs (ESP32 light sleep, modem DTR sleep, keepalive
+60 s) and of the same with keepalive 20 min, at each profile's heartbeat, beside the late and offline
+thresholds the backend holds that profile to.
 
-Run: .venv/bin/python benchmarks/battery.py [--minutes 35] [--capacity 1000] [--firmware DIR] [--model-only]
+Run: .venv/bin/python benchmarks/battery.py [--minutes 35] [--capacity 1000] [--custom-s 600]
+     [--firmware DIR] [--model-only]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pendant_backend import supervision
 from pendant_hardware.power import Currents
 from pendant_hardware.power_model import DutyCycle, duty_cycle_report
 
@@ -70,6 +75,19 @@ def model_rows(capacity: float) -> list[tuple[str, float, float]]:
         short = duty_cycle_report(DutyCycle(**{**cycle.__dict__, "heartbeat_s": 180}))
         long = duty_cycle_report(DutyCycle(**{**cycle.__dict__, "heartbeat_s": 1800}))
         rows.append((name, short.battery_days(capacity) or 0.0, long.battery_days(capacity) or 0.0))
+    return rows
+
+
+def profile_rows(capacity: float, custom_s: int) -> list[tuple[str, int, int, int, float, float]]:
+    """(profile, heartbeat_s, late after s, offline after s, days as the firmware runs, days with
+    keepalive 20 min) for SP4, SP3 and custom at `custom_s`."""
+    rows = []
+    for name in supervision.PROFILES:
+        heartbeat_s = supervision.heartbeat_for(name, custom_s if name == supervision.CUSTOM else None)
+        watch = supervision.supervision(heartbeat_s)
+        now = duty_cycle_report(DutyCycle(heartbeat_s=heartbeat_s)).battery_days(capacity) or 0.0
+        quiet = duty_cycle_report(DutyCycle(heartbeat_s=heartbeat_s, keepalive_s=1200)).battery_days(capacity)
+        rows.append((name, heartbeat_s, watch.late_after_s, watch.offline_after_s, now, quiet or 0.0))
     return rows
 
 
@@ -129,6 +147,9 @@ def main() -> None:
     parser.add_argument("--capacity", type=float, default=1000.0, help="battery capacity in mAh")
     parser.add_argument("--firmware", type=Path, default=None, help="firmware folder (default: firmware/)")
     parser.add_argument("--model-only", action="store_true", help="skip the measured run")
+    parser.add_argument(
+        "--custom-s", type=int, default=600, help="the heartbeat of the custom profile's row (60..86400 s)"
+    )
     args = parser.parse_args()
     currents = Currents()
     floor_ma = currents.modem["sleep"] + currents.mcu["light_sleep"]
@@ -140,6 +161,14 @@ def main() -> None:
     print(f"model, days on {args.capacity:g} mAh{'':<46}heartbeat 3 min   30 min")
     for name, short, long in model_rows(args.capacity):
         print(f"  {name:<72} {short:6.1f}   {long:6.1f}")
+    print()
+    print(f"per supervision profile, days on {args.capacity:g} mAh (model)")
+    print("  profile      heartbeat  late after  offline after  as the firmware runs  keepalive 20 min")
+    for _, heartbeat_s, late_s, offline_s, now, quiet in profile_rows(args.capacity, args.custom_s):
+        print(
+            f"  {supervision.label(heartbeat_s):<12} {heartbeat_s:7d} s {late_s:9d} s {offline_s:12d} s "
+            f"{now:20.1f}  {quiet:16.1f}"
+        )
     if args.model_only:
         return
     print()
@@ -153,7 +182,8 @@ def main() -> None:
             f"{state} {100 * s / report['window_s']:.1f}%" for state, s in report["mcu_s"].items()
         )
         print(
-            f"  heartbeat {HEARTBEATS[device]:5d} s: {report['average_ma']:7.2f} mA, {days(report)} days "
+            f"  {supervision.label(HEARTBEATS[device])}, heartbeat {HEARTBEATS[device]:5d} s: "
+            f"{report['average_ma']:7.2f} mA, {days(report)} days "
             f"({report['packets']} packets; modem {modem}; mcu {mcu}; gnss {report['gnss_s']:.0f} s)"
         )
 

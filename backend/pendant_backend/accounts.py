@@ -18,7 +18,7 @@ import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -377,13 +377,14 @@ def _provision_batch(
     *,
     apn: str,
     actor: str,
+    config: Mapping[str, Any] | None = None,
 ) -> list[Provisioned]:
     """One batch: its broker accounts in one control message, its records in one transaction; on a
     failure neither is left (or `_Orphaned` names the accounts that could not be removed)."""
     passwords = _create_accounts(settings, session, batch)
     device_ids = list(passwords)
     try:
-        _record_provisioned(engine, {d: hash_password(p) for d, p in passwords.items()}, actor)
+        _record_provisioned(engine, {d: hash_password(p) for d, p in passwords.items()}, actor, config)
     except Exception:
         log.error("could not record %s in the database; removing their broker accounts", _span(device_ids))
         try:
@@ -419,6 +420,7 @@ def _provision_all(
     actor: str,
     resume: bool,
     batch_size: int,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[list[Provisioned]]:
     found = _survey(settings, session, engine, device_ids)
     refusals = [reason for item in found if (reason := item.refusal(resume)) is not None]
@@ -438,7 +440,13 @@ def _provision_all(
                 raise _refused(refusals, 1)
             skipped = [item.device_id for item in fresh if item.complete]
             results = _provision_batch(
-                settings, session, engine, [i for i in fresh if not i.complete], apn=apn, actor=actor
+                settings,
+                session,
+                engine,
+                [i for i in fresh if not i.complete],
+                apn=apn,
+                actor=actor,
+                config=config,
             )
         except (BackendError, SQLAlchemyError, OSError) as exc:
             orphaned = exc.device_ids if isinstance(exc, _Orphaned) else []
@@ -473,6 +481,7 @@ def provision_many(
     timeout: float = BATCH_TIMEOUT_S,
     session: DynsecSession | None = None,
     offline: bool = False,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[list[Provisioned]]:
     """Provision many devices; yields each batch once it is complete (broker accounts and records), so
     that the caller saves its configs before the next batch begins.
@@ -491,9 +500,14 @@ def provision_many(
     written once per batch (pendant_backend.dynsec_file), which the running plugin cannot do (it
     rewrites the whole file per command: quadratic in the fleet); batches default to
     OFFLINE_BATCH_SIZE. Everything else is the same.
+
+    `config` (e.g. `{"heartbeat_s": 1800}`, a supervision profile) becomes each device's own config
+    overrides, checked first, so that its first published config carries them.
     """
     batch_size = batch_size or (OFFLINE_BATCH_SIZE if offline else BATCH_SIZE)
     ids = [check_device_id(d) for d in device_ids]
+    if config:
+        configs.check_values(config)
     repeated = sorted(d for d, n in Counter(ids).items() if n > 1)
     if repeated:
         raise AccountError(f"{', '.join(repeated[:5])} given more than once: give each device once")
@@ -503,11 +517,27 @@ def provision_many(
     if session is None:
         with dynsec_session(settings, timeout=timeout, offline=offline) as own:
             yield from _provision_all(
-                settings, own, engine, ids, apn=apn, actor=actor, resume=resume, batch_size=batch_size
+                settings,
+                own,
+                engine,
+                ids,
+                apn=apn,
+                actor=actor,
+                resume=resume,
+                batch_size=batch_size,
+                config=config,
             )
         return
     yield from _provision_all(
-        settings, session, engine, ids, apn=apn, actor=actor, resume=resume, batch_size=batch_size
+        settings,
+        session,
+        engine,
+        ids,
+        apn=apn,
+        actor=actor,
+        resume=resume,
+        batch_size=batch_size,
+        config=config,
     )
 
 
@@ -553,9 +583,12 @@ def provision_device(
     return result.config
 
 
-def _record_provisioned(engine: Engine, password_hashes: dict[str, str], actor: str) -> None:
+def _record_provisioned(
+    engine: Engine, password_hashes: dict[str, str], actor: str, config: Mapping[str, Any] | None = None
+) -> None:
     """Record a batch in one transaction: each device's row, its `device_provisioned` event in the audit
-    chain and its first config (retained on the broker, there when the pendant first connects)."""
+    chain, `config` as a revision of its own overrides, and its first config (retained on the broker,
+    there when the pendant first connects)."""
     now = utc_now()
     device_ids = list(password_hashes)
     with session_scope(engine) as db, audit.deferred(db):
@@ -572,6 +605,8 @@ def _record_provisioned(engine: Engine, password_hashes: dict[str, str], actor: 
             db.add(device)
             db.flush()
             audit.append(db, kind="device_provisioned", at=now, actor=actor, device_id=device_id)
+            if config:
+                configs.add_revision(db, scope=device_id, changes=config, author=actor, now=now)
             configs.publish_device(db, device, now=now)
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from pendant_backend import BackendError, audit, chain, outbound, payloads
+from pendant_backend import BackendError, audit, chain, outbound, payloads, supervision
 from pendant_backend.db import session_scope
-from pendant_backend.models import ConfigDocument, Device, utc_now
+from pendant_backend.models import ConfigDocument, Device, Heartbeat, utc_now
 
 FLEET = "fleet"
 FIELDS = tuple(f.name for f in dataclasses.fields(payloads.DeviceConfig) if f.name != "rev")
@@ -80,7 +80,10 @@ def publish_device(
     document = effective(fleet, _values(latest(session, device.device_id)))
     if device.config_doc == document and device.config_rev > 0:
         return False
+    old_s = int((device.config_doc or {}).get("heartbeat_s", supervision.DEFAULT_S))
     device.config_rev += 1
+    if document["heartbeat_s"] != old_s:
+        _note_interval_change(session, device, old_s)
     device.config_doc = document
     session.add(device)
     message = payloads.DeviceConfig(
@@ -101,6 +104,23 @@ def publish_device(
         data={"rev": device.config_rev, "digest": chain.digest(document)},
     )
     return True
+
+
+def _note_interval_change(session: Session, device: Device, old_s: int) -> None:
+    """A new `heartbeat_s` goes out with revision `device.config_rev`: until a heartbeat reports it, the
+    pendant is held to the interval it may still run (pendant_backend.supervision)."""
+    beat_cfg = None
+    if device.heartbeat_since_rev is not None:
+        beat_cfg = session.exec(
+            select(Heartbeat.cfg)
+            .where(Heartbeat.device_id == device.device_id)
+            .order_by(col(Heartbeat.received_at).desc(), col(Heartbeat.id).desc())
+            .limit(1)
+        ).first()
+    device.heartbeat_prev_s = supervision.previous_for_change(
+        old_s, device.heartbeat_prev_s, device.heartbeat_since_rev, beat_cfg
+    )
+    device.heartbeat_since_rev = device.config_rev
 
 
 def published_message(device: Device) -> tuple[str, bytes] | None:
@@ -148,29 +168,7 @@ def set_config(
     with session_scope(engine) as session:
         if scope != FLEET and session.get(Device, scope) is None:
             raise ConfigError(f"there is no device {scope}: see `pendant fleet`")
-        previous = latest(session, scope)
-        values = _values(previous)
-        values.update(changes)
-        for key in unset:
-            values.pop(key, None)
-        values = check_values(values)
-        document = ConfigDocument(
-            scope=scope,
-            version=(previous.version + 1) if previous else 1,
-            values=values,
-            created_at=now,
-            author=author,
-        )
-        session.add(document)
-        audit.append(
-            session,
-            kind="config_changed",
-            at=now,
-            actor=author,
-            device_id=None if scope == FLEET else scope,
-            data={"scope": scope, "version": document.version, "digest": chain.digest(values)},
-        )
-        session.flush()
+        document = add_revision(session, scope=scope, changes=changes, unset=unset, author=author, now=now)
         query = select(Device).where(
             col(Device.loan_state).in_(ACTIVE_LOAN_STATES), col(Device.revoked_at).is_(None)
         )
@@ -180,6 +178,43 @@ def set_config(
         devices = list(session.exec(query.with_for_update()))
         published = sum(publish_device(session, device, now=now, fleet=fleet) for device in devices)
     return document, published
+
+
+def add_revision(
+    session: Session,
+    *,
+    scope: str,
+    changes: Mapping[str, Any],
+    unset: tuple[str, ...] = (),
+    author: str = audit.SYSTEM,
+    now: datetime,
+) -> ConfigDocument:
+    """The next revision of a document, checked, with its `config_changed` audit event, in the caller's
+    transaction; publishes nothing (`set_config` does, and provisioning publishes a device's first)."""
+    previous = latest(session, scope)
+    values = _values(previous)
+    values.update(changes)
+    for key in unset:
+        values.pop(key, None)
+    values = check_values(values)
+    document = ConfigDocument(
+        scope=scope,
+        version=(previous.version + 1) if previous else 1,
+        values=values,
+        created_at=now,
+        author=author,
+    )
+    session.add(document)
+    audit.append(
+        session,
+        kind="config_changed",
+        at=now,
+        actor=author,
+        device_id=None if scope == FLEET else scope,
+        data={"scope": scope, "version": document.version, "digest": chain.digest(values)},
+    )
+    session.flush()
+    return document
 
 
 def device_config_view(engine: Engine, *, device_id: str) -> dict[str, Any]:

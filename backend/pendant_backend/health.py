@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
+from pendant_backend import supervision
+
 CONNECTIVITY = ("online", "late", "offline", "never_seen")
 BATTERY = ("ok", "low", "critical", "unknown")
 # The yes/no aspects, in the order the CLI shows them.
@@ -41,8 +43,7 @@ JUST_AFTER = timedelta(microseconds=1)
 class Limits:
     """The thresholds of the rules (from Settings and the device's config)."""
 
-    offline_after_missed: int = 3
-    max_grace_s: int = 60
+    offline_after_missed: int = supervision.OFFLINE_AFTER_MISSED
     weak_rssi_dbm: int = -105
     gnss_stale_h: float = 24
     outbox_backlog: int = 3
@@ -67,7 +68,12 @@ class Snapshot:
 
     last_seen_at: datetime | None = None
     online: bool | None = None
-    heartbeat_s: int = 180
+    heartbeat_s: int = supervision.DEFAULT_S
+    # The interval before the last change of `heartbeat_s`, and the config revision that made it: the
+    # old interval holds until a heartbeat reports that revision (`beat_cfg`, the last heartbeat's cfg).
+    heartbeat_prev_s: int | None = None
+    heartbeat_since_rev: int | None = None
+    beat_cfg: int | None = None
     last_heartbeat_at: datetime | None = None
     batt: int | None = None
     chg: bool = False
@@ -118,23 +124,30 @@ class Health:
         return data
 
 
-def grace_s(heartbeat_s: int, limits: Limits) -> float:
-    """Slack for network and modem delays: half a heartbeat, at most `limits.max_grace_s`."""
-    return min(heartbeat_s / 2, limits.max_grace_s)
+def supervision_of(s: Snapshot, limits: Limits = Limits()) -> supervision.Supervision:
+    """The pendant's supervision profile and the late and offline thresholds of the interval in force."""
+    return supervision.supervision(
+        s.heartbeat_s,
+        previous_s=s.heartbeat_prev_s,
+        since_rev=s.heartbeat_since_rev,
+        beat_cfg=s.beat_cfg,
+        missed=limits.offline_after_missed,
+    )
 
 
 def connectivity(s: Snapshot, now: datetime, limits: Limits) -> str:
     """never_seen: nothing ever arrived. offline: its will arrived (a stale will is ignored by ingest),
-    or `offline_after_missed` heartbeats are missing. late: one heartbeat is missing. online otherwise."""
+    or silent past the offline threshold of its supervision (`offline_after_missed` heartbeats and the
+    grace). late: silent past one heartbeat and the grace. online otherwise."""
     if s.last_seen_at is None:
         return "never_seen"
     if s.online is False:
         return "offline"
     silent_s = (now - s.last_seen_at).total_seconds()
-    grace = grace_s(s.heartbeat_s, limits)
-    if silent_s > limits.offline_after_missed * s.heartbeat_s + grace:
+    watch = supervision_of(s, limits)
+    if silent_s > watch.offline_after_s:
         return "offline"
-    if silent_s > s.heartbeat_s + grace:
+    if silent_s > watch.late_after_s:
         return "late"
     return "online"
 
@@ -247,10 +260,9 @@ def changes_at(s: Snapshot, now: datetime, limits: Limits = Limits()) -> datetim
     rule in this file: a new rule that reads `now` must add its moment."""
     moments: list[datetime] = []
     if s.last_seen_at is not None and s.online is not False:
-        beat = timedelta(seconds=s.heartbeat_s)
-        grace = timedelta(seconds=grace_s(s.heartbeat_s, limits))
-        moments.append(s.last_seen_at + beat + grace + JUST_AFTER)
-        moments.append(s.last_seen_at + limits.offline_after_missed * beat + grace + JUST_AFTER)
+        watch = supervision_of(s, limits)
+        moments.append(s.last_seen_at + timedelta(seconds=watch.late_after_s) + JUST_AFTER)
+        moments.append(s.last_seen_at + timedelta(seconds=watch.offline_after_s) + JUST_AFTER)
     if s.last_heartbeat_at is not None and s.last_fix_at is not None:
         moments.append(s.last_fix_at + timedelta(hours=limits.gnss_stale_h) + JUST_AFTER)
     test_due_from = s.last_test_alarm_at or s.issued_at

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, case, or_, update
 from sqlmodel import Session, col, func, select
 
-from pendant_backend import health, notify
+from pendant_backend import health, notify, supervision
 from pendant_backend.db import session_scope
 from pendant_backend.models import LOAN_STATES, Alarm, Device, HealthEvent, Heartbeat, as_utc
 from pendant_backend.models.devices import HEALTH_INPUTS, RECHECK
@@ -57,6 +57,7 @@ class _Latest:
     chg: bool
     rssi: int | None
     out: int
+    cfg: int
 
 
 def snapshot(
@@ -97,7 +98,13 @@ def _latest_heartbeats(session: Session, devices: Sequence[Device]) -> dict[str,
         return {}
     rows = session.exec(
         select(
-            Heartbeat.device_id, Heartbeat.id, Heartbeat.batt, Heartbeat.chg, Heartbeat.rssi, Heartbeat.out
+            Heartbeat.device_id,
+            Heartbeat.id,
+            Heartbeat.batt,
+            Heartbeat.chg,
+            Heartbeat.rssi,
+            Heartbeat.out,
+            Heartbeat.cfg,
         )
         .join(
             Device,
@@ -110,13 +117,13 @@ def _latest_heartbeats(session: Session, devices: Sequence[Device]) -> dict[str,
         .order_by(col(Heartbeat.id))
     )
     # The highest id wins a tie of receive times, as "newest first" would pick it.
-    found = {device_id: _Latest(batt, chg, rssi, out) for device_id, _, batt, chg, rssi, out in rows}
+    found = {device_id: _Latest(*values) for device_id, _, *values in rows}
     for device in heard:
         if device.device_id not in found:
             # Its last heartbeat has been purged (retention, erasure) or is not stored at that moment:
             # the newest there is, as one query for this device alone.
             newest = session.exec(
-                select(Heartbeat.batt, Heartbeat.chg, Heartbeat.rssi, Heartbeat.out)
+                select(Heartbeat.batt, Heartbeat.chg, Heartbeat.rssi, Heartbeat.out, Heartbeat.cfg)
                 .where(Heartbeat.device_id == device.device_id)
                 .order_by(col(Heartbeat.received_at).desc(), col(Heartbeat.id).desc())
                 .limit(1)
@@ -184,7 +191,10 @@ def _snapshot_of(
     return health.Snapshot(
         last_seen_at=as_utc(device.last_seen_at),
         online=device.online,
-        heartbeat_s=int(config.get("heartbeat_s", 180)),
+        heartbeat_s=int(config.get("heartbeat_s", supervision.DEFAULT_S)),
+        heartbeat_prev_s=device.heartbeat_prev_s,
+        heartbeat_since_rev=device.heartbeat_since_rev,
+        beat_cfg=latest.cfg if latest else None,
         last_heartbeat_at=as_utc(device.last_heartbeat_at),
         batt=latest.batt if latest else None,
         chg=latest.chg if latest else False,
@@ -240,8 +250,16 @@ def _judge(
     previous = device.health or {}
     found = health.changes({k: v for k, v in previous.items() if k in aspects}, aspects)
     old_hours, new_hours = previous.get("hours_left"), result.as_dict()["hours_left"]
-    renew = bool(found) or health.hours_left_moved(old_hours, new_hours) or device.health is None
-    stored = {**aspects, "hours_left": new_hours} if renew else device.health
+    # The thresholds the rules hold it to are stored with its health (the API, the console and the CLI
+    # show them); they change with its config and once it runs a new interval.
+    watch = health.supervision_of(snap, limits).as_dict()
+    renew = (
+        bool(found)
+        or health.hours_left_moved(old_hours, new_hours)
+        or device.health is None
+        or previous.get("supervision") != watch
+    )
+    stored = {**aspects, "hours_left": new_hours, "supervision": watch} if renew else device.health
     moments = [
         health.changes_at(snap, now, limits),
         health.hours_left_moves_at(result.hours_left, (stored or {}).get("hours_left"), now),

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select
 
 from pendant_backend import alarms as alarm_rules
+from pendant_backend import supervision
 from pendant_backend.models import Alarm, Device, Heartbeat, as_utc, iso
 
 
@@ -93,6 +94,18 @@ def alarm_as_dict(alarm: Alarm) -> dict[str, Any]:
     return data
 
 
+def supervision_as_dict(device: Device) -> dict[str, Any]:
+    """The device's supervision (supervision.Supervision.as_dict): as the rules last held it to it, or,
+    before they classified it, from its config (a change taken as not yet in force)."""
+    stored = (device.health or {}).get("supervision")
+    heartbeat_s = int((device.config_doc or {}).get("heartbeat_s", supervision.DEFAULT_S))
+    if isinstance(stored, dict) and stored.get("heartbeat_s") == heartbeat_s:
+        return dict(stored)
+    return supervision.supervision(
+        heartbeat_s, previous_s=device.heartbeat_prev_s, since_rev=device.heartbeat_since_rev
+    ).as_dict()
+
+
 def device_as_dict(device: Device) -> dict[str, Any]:
     """A device as JSON-ready data, without its password hash: for the CLI (the API has
     api.schemas.DevicePublic)."""
@@ -102,4 +115,5 @@ def device_as_dict(device: Device) -> dict[str, Any]:
             data[key] = iso(as_utc(value)) if value is not None else None
     data["provisioned"] = device.provisioned_at is not None
     data["revoked"] = device.revoked_at is not None
+    data["supervision"] = supervision_as_dict(device)
     return data

@@ -11,7 +11,7 @@ from api_support import bearer
 from backend_samples import tele, topic
 from fastapi.testclient import TestClient
 
-from pendant_backend import health, lifecycle, monitor
+from pendant_backend import configs, health, lifecycle, monitor, supervision
 from pendant_backend.api import schemas
 from pendant_backend.models import LOAN_STATES
 from pendant_backend.settings import Settings
@@ -38,7 +38,16 @@ def test_the_value_sets_of_the_document_are_those_of_the_rules() -> None:
     assert get_args(schemas.LoanState) == LOAN_STATES
     assert get_args(schemas.Resolution) == lifecycle.RESOLUTIONS
     assert set(get_args(schemas.AlarmState)) == set(lifecycle.ALARM_STATES) - {"raised"}
-    assert set(schemas.HealthPublic.model_fields) == {"connectivity", "battery", "hours_left", *health.FLAGS}
+    assert get_args(schemas.SupervisionProfile) == supervision.PROFILES
+    supervised = {"supervision", "heartbeat_s", "interval_in_force", "late_after_s", "offline_after_s"}
+    assert set(schemas.HealthPublic.model_fields) == {
+        "connectivity",
+        "battery",
+        "hours_left",
+        *health.FLAGS,
+        *supervised,
+        "supervision_pending",
+    }
 
 
 def test_summary_devices_and_health_events(client, engine, classified) -> None:
@@ -92,6 +101,36 @@ def test_an_unknown_filter_value_is_422(client, engine, classified, path, params
     assert refused.status_code == 422
     [name] = params
     assert name in refused.json()["problems"][0]
+
+
+def test_each_device_shows_its_supervision_and_a_change_waits_for_its_next_heartbeat(
+    client, engine, classified, ingest, clock, pendant_settings: Settings
+) -> None:
+    headers = bearer(engine, "ivan", "police_it")
+    shown = client.get("/api/v1/devices/pd-0001", headers=headers).json()["health"]
+    assert (shown["supervision"], shown["heartbeat_s"], shown["late_after_s"], shown["offline_after_s"]) == (
+        "SP4",
+        180,
+        240,
+        600,
+    )
+    configs.set_config(engine, scope="pd-0001", changes={"sms": ["+31612345678"]}, author="it", now=clock())
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=1))  # it runs rev 1, every 180 s
+    configs.set_config(engine, scope="pd-0001", changes={"heartbeat_s": 1800}, author="it", now=clock())
+    monitor.sweep(engine, now=clock(), settings=pendant_settings)
+    changed = client.get("/api/v1/devices/pd-0001", headers=headers).json()["health"]
+    shown_now = (changed["supervision"], changed["heartbeat_s"], changed["interval_in_force"])
+    assert shown_now == ("SP3", 1800, 180)
+    assert changed["supervision_pending"] is True and changed["late_after_s"] == 240
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=2))
+    monitor.sweep(engine, now=clock(), settings=pendant_settings)
+    running = client.get("/api/v1/devices/pd-0001", headers=headers).json()["health"]
+    assert (running["interval_in_force"], running["late_after_s"], running["offline_after_s"]) == (
+        1800,
+        1860,
+        5460,
+    )
+    assert running["supervision_pending"] is False
 
 
 def test_an_unknown_device_is_404(client, engine, devices) -> None:

@@ -54,6 +54,7 @@ def settings(pendant_settings):
         ["device", "renew"],
         ["device", "recall"],
         ["device", "config"],
+        ["device", "supervision"],
         ["device", "erase"],
         ["backend", "api"],
         ["backend", "token", "create"],

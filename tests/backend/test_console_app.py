@@ -14,7 +14,7 @@ from backend_samples import alarm, topic
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from pendant_backend import users
+from pendant_backend import configs, users
 from pendant_backend.console.auth import safe_next
 from pendant_backend.db import session_scope
 from pendant_backend.ingest import Ingest
@@ -235,6 +235,18 @@ def test_police_it_sees_the_fleet_and_the_queue_without_positions(
     assert "position withheld" in details.text and "52.37" not in details.text
     assert "Acknowledge" not in details.text
     assert app_client.get("/fleet").status_code == 200
+
+
+def test_the_fleet_and_a_pendants_page_show_its_supervision(engine, app_client: TestClient, devices) -> None:
+    configs.set_config(engine, scope="pd-0002", changes={"heartbeat_s": 1800}, author="it")
+    add_account(engine, "ivo", "police_it")
+    _log_in(app_client, "ivo")
+    fleet = app_client.get("/fleet").text
+    assert ">SP4</span>" in fleet and ">SP3 (pending)</span>" in fleet
+    page = app_client.get("/fleet/devices/pd-0001").text
+    assert "SP4: a heartbeat every 180 s · late after 240 s, offline after 600 s of silence" in page
+    waiting = app_client.get("/fleet/devices/pd-0002").text
+    assert "SP3: a heartbeat every 1800 s from its next heartbeat; until then every 180 s" in waiting
 
 
 def test_a_technician_is_offered_no_alarm_and_no_location(

@@ -226,7 +226,8 @@ def test_db_current_lists_pending_migrations_and_db_upgrade_runs_them(
     assert current.exit_code == 0, current.output
     status = json.loads(current.output)
     assert (status["current"], status["head"], status["at_head"]) == (OLD_REVISION, head_revision(), False)
-    assert [m["revision"] for m in status["pending"]] == ["0006", "0007"] and status["pending"][0]["title"]
+    assert [m["revision"] for m in status["pending"]] == ["0006", "0007", "0008"]
+    assert status["pending"][0]["title"]
     upgraded = run_cli(sqlite_settings, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     assert f"upgraded from schema {OLD_REVISION} to {head_revision()}" in upgraded.output

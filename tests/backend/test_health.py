@@ -14,7 +14,7 @@ from pendant_backend.health import BatterySample, Limits, Snapshot
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits(offline_after_missed=3)
-HB = 180  # heartbeat_s; grace is min(HB/2, 60) = 60 s
+HB = 180  # heartbeat_s (SP4); the grace is 60 s
 
 
 def seen(**changes: object) -> Snapshot:
@@ -74,10 +74,55 @@ def test_a_will_makes_it_offline_at_once_and_never_seen_is_its_own_state() -> No
     )
 
 
-def test_a_short_heartbeat_interval_has_a_short_grace() -> None:
-    fast = seen(heartbeat_s=60)  # grace 30 s
-    assert health.classify(fast, at(90), LIMITS).connectivity == "online"
-    assert health.classify(fast, at(91), LIMITS).connectivity == "late"
+def test_the_grace_is_60_s_whatever_the_interval() -> None:
+    fast = seen(heartbeat_s=60)
+    assert health.classify(fast, at(120), LIMITS).connectivity == "online"
+    assert health.classify(fast, at(121), LIMITS).connectivity == "late"
+    assert health.classify(fast, at(241), LIMITS).connectivity == "offline"
+
+
+@pytest.mark.parametrize(
+    ("heartbeat_s", "after_s", "expected"),
+    [
+        (1800, 600, "online"),  # SP3: ten minutes of silence is nothing
+        (1800, 1860, "online"),
+        (1800, 1861, "late"),
+        (1800, 5461, "offline"),
+        (180, 239, "online"),  # SP4
+        (180, 241, "late"),  # four minutes and a second
+        (180, 600, "late"),
+        (180, 601, "offline"),  # ten minutes and a second
+    ],
+)
+def test_connectivity_follows_each_pendants_supervision_profile(
+    heartbeat_s: int, after_s: float, expected: str
+) -> None:
+    assert health.classify(seen(heartbeat_s=heartbeat_s), at(after_s), LIMITS).connectivity == expected
+
+
+def test_a_shorter_interval_holds_from_the_heartbeat_that_reports_its_revision() -> None:
+    # SP3 -> SP4 in rev 3; the pendant's last heartbeat still ran rev 2, on the 30-minute timer.
+    changed = seen(heartbeat_s=180, heartbeat_prev_s=1800, heartbeat_since_rev=3, beat_cfg=2, config_rev=3)
+    assert health.supervision_of(changed, LIMITS).interval_in_force == 1800
+    assert health.classify(changed, at(1200), LIMITS).connectivity == "online"
+    assert health.changes_at(changed, at(0), LIMITS) == at(1860) + health.JUST_AFTER
+    # Its next heartbeat reports rev 3: from then on it is held to 3 minutes.
+    running = dataclasses.replace(changed, beat_cfg=3)
+    watch = health.supervision_of(running, LIMITS)
+    assert (watch.profile, watch.interval_in_force, watch.late_after_s, watch.offline_after_s) == (
+        "SP4",
+        180,
+        240,
+        600,
+    )
+    assert health.classify(running, at(241), LIMITS).connectivity == "late"
+    assert health.changes_at(running, at(0), LIMITS) == at(240) + health.JUST_AFTER
+
+
+def test_a_longer_interval_is_not_trusted_before_the_pendant_runs_it() -> None:
+    changed = seen(heartbeat_s=1800, heartbeat_prev_s=180, heartbeat_since_rev=3, beat_cfg=2)
+    assert health.classify(changed, at(241), LIMITS).connectivity == "late"
+    assert health.classify(dataclasses.replace(changed, beat_cfg=3), at(241), LIMITS).connectivity == "online"
 
 
 @pytest.mark.parametrize(
@@ -231,7 +276,10 @@ def random_snapshot(rng: random.Random) -> Snapshot:
     return Snapshot(
         last_seen_at=maybe(3),
         online=rng.choice((True, False, None)),
-        heartbeat_s=rng.choice((60, 91, 180, 600)),
+        heartbeat_s=rng.choice((60, 91, 180, 600, 1800)),
+        heartbeat_prev_s=rng.choice((None, 180, 1800)),
+        heartbeat_since_rev=rng.choice((None, 3)),
+        beat_cfg=rng.choice((None, 2, 3)),
         last_heartbeat_at=maybe(3),
         batt=rng.choice((None, 3, 15, 80)),
         last_fix_at=maybe(30),

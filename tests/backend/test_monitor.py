@@ -313,21 +313,55 @@ def test_the_rules_find_a_silent_pendant_offline_and_tell_the_webhook(engine, in
     ]
 
 
-def test_a_new_heartbeat_interval_in_the_config_moves_the_due_time(engine, ingest, clock) -> None:
-    ingest.handle(topic("pd-0001", "tele"), tele(rssi=-70))
+def applied(rev: int) -> bytes:
+    return json.dumps({"evt": "config_applied", "tst": None, "rev": rev}).encode()
+
+
+def test_a_new_heartbeat_interval_holds_from_the_heartbeat_that_runs_it(engine, ingest, clock) -> None:
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=0, rssi=-70))  # no config yet: the default 180 s
     heard_at = clock()
     evaluate(engine, clock)
     assert due_at(engine, "pd-0001") == heard_at + timedelta(seconds=240, microseconds=1)
-    # A longer interval: the device is due for a look at once (nobody told the rules), then much later.
+    # A longer interval (rev 1): looked at once (nobody told the rules), and still held to 180 s.
     configs.set_config(engine, scope="pd-0001", changes={"heartbeat_s": 900}, author="it", now=clock())
     assert due_at(engine, "pd-0001") == RECHECK
     assert sweep(engine, clock, due=False).looked_at == 1  # a RECHECK is looked at at every tick
+    assert due_at(engine, "pd-0001") == heard_at + timedelta(seconds=240, microseconds=1)
+    # It applies rev 1 and sends its next heartbeat on the old timer; from that one on, 900 s.
+    clock.advance(170)
+    ingest.handle(topic("pd-0001", "evt"), applied(1))
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=1, rssi=-70))
+    heard_at = clock()
+    sweep(engine, clock, due=False)
     assert due_at(engine, "pd-0001") == heard_at + timedelta(seconds=960, microseconds=1)
     clock.advance(241)
     assert found(sweep(engine, clock)) == []
-    # A shorter one makes it late at once.
+    # A shorter one (rev 2) is not late at once: the pendant's next heartbeat comes on its 900 s timer.
     configs.set_config(engine, scope="pd-0001", changes={"heartbeat_s": 60}, author="it", now=clock())
-    assert found(sweep(engine, clock, due=False)) == [("pd-0001", "connectivity", "online", "offline")]
+    assert found(sweep(engine, clock, due=False)) == [("pd-0001", "config_drift", "no", "yes")]
+    assert due_at(engine, "pd-0001") == heard_at + timedelta(seconds=960, microseconds=1)
+    clock.advance(900 - 241)
+    ingest.handle(topic("pd-0001", "evt"), applied(2))
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=2, rssi=-70))
+    assert found(sweep(engine, clock, due=False)) == [("pd-0001", "config_drift", "yes", "no")]
+    clock.advance(121)
+    assert found(sweep(engine, clock)) == [("pd-0001", "connectivity", "online", "late")]
+
+
+def test_a_pendant_that_refuses_the_new_interval_stays_on_the_old_one(engine, ingest, clock) -> None:
+    configs.set_config(engine, scope="pd-0001", changes={"heartbeat_s": 1800}, author="it", now=clock())
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=1, rssi=-70))  # SP3 in force
+    configs.set_config(engine, scope="pd-0001", changes={"heartbeat_s": 180}, author="it", now=clock())
+    evaluate(engine, clock)
+    rejected = {"evt": "config_rejected", "tst": None, "rev": 2, "field": "sms", "err": "bad number"}
+    ingest.handle(topic("pd-0001", "evt"), json.dumps(rejected).encode())
+    clock.advance(1800)
+    ingest.handle(topic("pd-0001", "tele"), tele(cfg=1, rssi=-70))  # still rev 1, every 30 min
+    evaluate(engine, clock)
+    clock.advance(600)  # ten minutes: late for SP4, nothing for the SP3 it still runs
+    assert ("pd-0001", "connectivity", "online", "late") not in evaluate(engine, clock)
+    with Session(engine) as session:
+        assert session.get(Device, "pd-0001").health["supervision"]["interval_in_force"] == 1800
 
 
 def test_a_change_made_elsewhere_is_seen_at_the_next_tick(engine, ingest, clock) -> None:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from pendant_backend import readiness
+from pendant_backend import configs, readiness
 from pendant_backend.accounts import provision_device
 from pendant_backend.db import engine_for
 from pendant_backend.models import Command
@@ -90,7 +90,7 @@ def consoles(sim: BackgroundSimHost, *device_ids: str) -> str:
 
 def deploy_firmware(sim: BackgroundSimHost, device_id: str) -> str:
     """The technician's step before provisioning: `pendant deploy` of this repository's firmware (the
-    bench's own build of it differs, and it is the deployed build that runs in the pendant's 64 KB).
+    bench's own build of it differs, and it is the deployed build that runs in the pendant's heap).
     Returns the pendant's port."""
     wait_for_repl_or_firmware(sim, device_id)
     port = sim.pty(device_id)
@@ -169,12 +169,15 @@ def test_provision_a_batch_then_again_rotates_the_credentials(backend_env: Any) 
         assert sorted(item["device_id"] for item in result["provisioned"]) == ["lab-0001", "lab-0002"]
         assert "password" not in out and "password" not in err
 
-        # Again on one of them: found by its IMEI, a new password, online again.
+        # Again on one of them, now on SP3: found by its IMEI, a new password, online again.
         before = (broker.data_dir / "sim/pd-0001/flash/config.json").read_text()
-        code, out, err = pendant("provision", "-p", ports["pd-0001"])
+        code, out, err = pendant("provision", "-p", ports["pd-0001"], "--supervision", "SP3")
         assert code == 0, err + consoles(sim, "pd-0001")
-        assert f"{by_port[ports['pd-0001']]['device_id']} (found, rotated credentials)" in out
+        again = by_port[ports["pd-0001"]]["device_id"]
+        assert f"{again} (found, rotated credentials)" in out
         assert (broker.data_dir / "sim/pd-0001/flash/config.json").read_text() != before
+        view = configs.device_config_view(engine, device_id=again)
+        assert view["device"]["values"] == {"heartbeat_s": 1800} and view["effective"]["heartbeat_s"] == 1800
 
 
 def test_provision_a_pendant_fresh_from_the_factory(backend_env: Any) -> None:

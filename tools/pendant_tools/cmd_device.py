@@ -22,6 +22,7 @@ from pendant_tools.backend_cli import (
     user_errors,
     when,
 )
+from pendant_tools.params import HEARTBEAT_S, SUPERVISION, supervision_interval, supervision_options
 
 # ---- pendant device -------------------------------------------------------------------------------
 
@@ -59,10 +60,25 @@ def device() -> None:
     help="With the broker stopped: write the accounts straight into its file, once per batch (for a "
     "first rollout of thousands: the running broker rewrites its whole file for every account).",
 )
+@supervision_options
+@click.option(
+    "--operator",
+    envvar="PENDANT_OPERATOR",
+    metavar="USERNAME",
+    help="Your account, recorded with the --supervision config (default: the audit log's `system`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without the password).")
 @user_errors
 def device_provision(
-    device_ids: tuple[str, ...], out: Path | None, apn: str, resume: bool, offline: bool, as_json: bool
+    device_ids: tuple[str, ...],
+    out: Path | None,
+    apn: str,
+    resume: bool,
+    offline: bool,
+    supervision: str | None,
+    heartbeat_s: int | None,
+    operator: str | None,
+    as_json: bool,
 ) -> None:
     """Create each device's broker account and write its config.json (mode 0600).
 
@@ -82,7 +98,13 @@ def device_provision(
       pendant device provision $(seq -f "pd-%05g" 1 10000)
       pendant device provision $(seq -f "pd-%05g" 1 10000) --resume
       pendant device provision $(seq -f "pd-%05g" 1 10000) --offline   # broker stopped
+      pendant device provision pd-0004 --supervision SP3 --operator it
+      pendant device provision pd-0005 --supervision custom --heartbeat-s 600
+
+    --supervision makes the profile (`pendant device supervision`) part of each device's own config
+    before its first config is published.
     """
+    from pendant_backend import audit
     from pendant_backend.accounts import BatchError, check_device_id, provision_many
 
     settings = settings_from_env()
@@ -90,10 +112,20 @@ def device_provision(
         check_device_id(device_id)
     if out is not None and len(device_ids) > 1:
         raise click.UsageError("--out names the file of one device; give one DEVICE_ID with it")
+    interval = supervision_interval(supervision, heartbeat_s)
+    engine = open_engine(create=True)
+    actor = run_as(engine, operator, "devices.manage").username if operator else audit.SYSTEM
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
     batches = provision_many(
-        settings, device_ids, apn=apn, engine=open_engine(create=True), resume=resume, offline=offline
+        settings,
+        device_ids,
+        apn=apn,
+        engine=engine,
+        actor=actor,
+        resume=resume,
+        offline=offline,
+        config={"heartbeat_s": interval} if interval is not None else None,
     )
     # A progress bar for a batch (on stderr, so that --json output stays clean).
     bar = click.progressbar(length=len(device_ids), label="provisioning", file=sys.stderr)
@@ -264,6 +296,7 @@ SHOW_ORDER = (
     "rotated_at",
     "erased_at",
     "connectivity",
+    "supervision",
     "online",
     "fw",
     "boot",
@@ -320,6 +353,8 @@ def device_show(device_id: str, as_json: bool) -> None:
         value = data.get(key)
         if isinstance(value, list):
             value = ", ".join(value) or None
+        elif key == "supervision":
+            value = _describe_supervision(value)
         click.echo(f"{key + ':':20} {value if value is not None else '-'}")
     click.echo("recent health events:" + ("" if data["health_events"] else " none"))
     for event in data["health_events"]:
@@ -592,6 +627,100 @@ def device_config(
         return
     for key, value in view.items():
         click.echo(f"{key + ':':16} {json.dumps(value, ensure_ascii=False)}")
+
+
+def _describe_supervision(watch: dict[str, Any]) -> str:
+    """One line: the profile, its interval, and the thresholds in force (those of the old interval while
+    the new one waits for the pendant's next heartbeat)."""
+    thresholds = (
+        f"late after {watch['late_after_s']} s, offline after {watch['offline_after_s']} s of silence"
+    )
+    if watch["pending"]:
+        return (
+            f"{watch['profile']}, a heartbeat every {watch['heartbeat_s']} s from its next heartbeat; until "
+            f"then held to {watch['interval_in_force']} s: {thresholds}"
+        )
+    return f"{watch['profile']}, a heartbeat every {watch['heartbeat_s']} s: {thresholds}"
+
+
+@device.command("supervision", context_settings=CONTEXT)
+@click.argument("device_id")
+@click.argument("profile", type=SUPERVISION, required=False)
+@click.option("--heartbeat-s", type=HEARTBEAT_S, metavar="N", help="The interval of custom, 60 to 86400 s.")
+@click.option(
+    "--operator",
+    envvar="PENDANT_OPERATOR",
+    metavar="USERNAME",
+    help="Your account (needed to change the profile: police IT or a technician).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the profile, intervals and thresholds.")
+@user_errors
+def device_supervision(
+    device_id: str, profile: str | None, heartbeat_s: int | None, operator: str | None, as_json: bool
+) -> None:
+    """Show or set a pendant's supervision profile: how often it sends a heartbeat, and so how soon the
+    backend reports it late and offline.
+
+    EN 50136-1's reporting time is the time within which a failed path must be reported. SP4 (3 min):
+    a heartbeat every 180 s, late after 240 s, offline after 600 s of silence. SP3 (30 min): every 1800
+    s, late after 1860 s, offline after 5460 s. custom: every --heartbeat-s N seconds (60 to 86400).
+    Offline is PENDANT_OFFLINE_AFTER_MISSED (3) heartbeats and 60 s. Battery: with the MQTT keepalive of
+    60 s SP3 saves little; see docs/power.md and docs/operations.md ("Supervision profiles").
+
+    The profile is the heartbeat_s of the pendant's own config (`pendant device config`): a new config
+    revision, published retained, recorded in the audit log. The pendant sends one more heartbeat on its
+    old timer; the backend holds it to the old interval until a heartbeat reports the new revision.
+
+    \b
+    Examples:
+      pendant device supervision pd-0001
+      pendant device supervision pd-0001 SP3 --operator it
+      pendant device supervision pd-0001 custom --heartbeat-s 600 --operator it
+      pendant device supervision pd-0001 --json
+    """
+    from pendant_backend import configs, registry, supervision
+    from pendant_backend.queries import supervision_as_dict
+
+    engine = open_engine(create=True)
+    if profile is None:
+        if heartbeat_s is not None:
+            raise click.UsageError("--heartbeat-s goes with a profile: custom --heartbeat-s N")
+        watch = supervision_as_dict(registry.get_device(engine, device_id=device_id))
+        if as_json:
+            print_json({"device_id": device_id, **watch})
+            return
+        click.echo(f"{device_id}: {_describe_supervision(watch)}")
+        return
+    interval = supervision_interval(profile, heartbeat_s)
+    if not operator:
+        raise click.UsageError("say who changes the profile: --operator USERNAME (or PENDANT_OPERATOR)")
+    person = run_as(engine, operator, "devices.manage")
+    document, published = configs.set_config(
+        engine, scope=device_id, changes={"heartbeat_s": interval}, author=person.username
+    )
+    device = registry.get_device(engine, device_id=device_id)
+    if published:
+        # Just published: no heartbeat can report the new revision yet.
+        watch = supervision.supervision(
+            interval,
+            previous_s=device.heartbeat_prev_s,
+            since_rev=device.heartbeat_since_rev,
+            missed=settings_from_env().offline_after_missed,
+        ).as_dict()
+    else:
+        watch = supervision_as_dict(device)
+    if as_json:
+        print_json({"device_id": device_id, **watch, "version": document.version, "published": published})
+        return
+    click.echo(f"{device_id}: {_describe_supervision(watch)}")
+    click.echo(
+        f"{device_id} config version {document.version}; "
+        + (
+            f"published as rev {device.config_rev}"
+            if published
+            else "not published: the pendant is not provisioned or issued, or had this interval already"
+        )
+    )
 
 
 @device.command("erase", context_settings=CONTEXT)

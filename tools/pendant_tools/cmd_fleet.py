@@ -20,6 +20,17 @@ def _flags(health: dict[str, Any]) -> str:
     return ",".join(flag for flag in FLAGS if health.get(flag) == "yes") or "-"
 
 
+def _superv(device: Any) -> str:
+    """SP4, SP3 or custom 600s; `>` and the profile a change waits for the pendant's next heartbeat."""
+    from pendant_backend.queries import supervision_as_dict
+    from pendant_backend.supervision import label
+
+    watch = supervision_as_dict(device)
+    if watch["pending"]:
+        return f"{label(watch['interval_in_force'])}>{label(watch['heartbeat_s'])}"
+    return label(watch["heartbeat_s"])
+
+
 def _row(device: Any) -> list[str]:
     health = device.health or {}
     hours = health.get("hours_left")
@@ -28,6 +39,7 @@ def _row(device: Any) -> list[str]:
         device.loan_state,
         device.case_ref or "-",
         device.connectivity,
+        _superv(device),
         when(device.last_seen_at),
         health.get("battery", "-"),
         f"{hours:.0f} h" if hours is not None else "-",
@@ -60,6 +72,10 @@ def fleet(
     Health is classified by the running backend (`pendant backend run`) every few seconds: online, late
     (one heartbeat missed), offline (its will, or several heartbeats missed), never seen; battery and
     hours left; and flags such as weak_signal, gnss_stale, config_drift, test_overdue, renewal_due.
+    SUPERV is the supervision profile the late and offline thresholds follow (`pendant device
+    supervision`): SP4 (late after 4 min of silence, offline after 10), SP3 (31 and 91 min) or custom;
+    `SP3>SP4` while a new profile waits for the pendant's next heartbeat. --json gives each device's
+    `supervision`: profile, heartbeat_s, interval_in_force, late_after_s, offline_after_s, pending.
 
     \b
     Examples:
@@ -100,10 +116,8 @@ def fleet(
     if not devices:
         click.echo("no pendants match")
         return
-    table(
-        ["DEVICE", "LOAN", "CASE", "STATE", "LAST SEEN (UTC)", "BATT", "LEFT", "FW", "CFG", "FLAGS"],
-        [_row(d) for d in devices],
-    )
+    headers = ["DEVICE", "LOAN", "CASE", "STATE", "SUPERV", "LAST SEEN (UTC)", "BATT", "LEFT", "FW", "CFG"]
+    table([*headers, "FLAGS"], [_row(d) for d in devices])
 
 
 @fleet.command("events", context_settings=CONTEXT)

@@ -11,7 +11,13 @@ import click
 
 from pendant_backend.settings import Settings
 from pendant_tools.errors import EXIT_FAILED, CommandFailed, NoDeviceError, ToolError, command_errors
-from pendant_tools.params import CONTEXT, DEVICE_ID_TYPE, json_option
+from pendant_tools.params import (
+    CONTEXT,
+    DEVICE_ID_TYPE,
+    json_option,
+    supervision_interval,
+    supervision_options,
+)
 from pendant_tools.ports import check_port_exists, choose_port, usb_serial_ports
 from pendant_tools.progress import ProgressBars, Report, no_progress, quiet_library_logs
 from pendant_tools.provisioning import DEFAULT_PREFIX, ProvisionResult, provision_batch, provision_pendant
@@ -69,6 +75,7 @@ def technician_account(settings: Settings, username: str, *permissions: str) -> 
     show_default=True,
     help="Seconds to wait for the first heartbeat after the reboot.",
 )
+@supervision_options
 @technician_option()
 @json_option()
 @command_errors
@@ -79,6 +86,8 @@ def provision(
     prefix: str,
     apn: str,
     timeout: int,
+    supervision: str | None,
+    heartbeat_s: int | None,
     technician: str,
     as_json: bool,
 ) -> None:
@@ -98,12 +107,14 @@ def provision(
       pendant provision -p /dev/ttyUSB0 --device-id pd-0042
       pendant provision -p /dev/ttyUSB0 -p /dev/ttyUSB1 -p /dev/ttyUSB2 --json
       pendant provision --all-ports --technician jjansen
+      pendant provision -p /dev/ttyUSB0 --supervision SP3   # a heartbeat every 30 min
 
     \b
     Exit codes: 0 all provisioned, 1 a pendant failed (others may have succeeded: see the summary),
     3 no or several serial ports, 4 a pendant did not answer, 5 broker or database unreachable, or
     the --technician account unknown, disabled or not allowed.
     """
+    interval = supervision_interval(supervision, heartbeat_s)
     chosen = _ports(ports, all_ports)
     quiet_library_logs()
     if device_id and len(chosen) > 1:
@@ -121,6 +132,7 @@ def provision(
             heartbeat_timeout=timeout,
             actor=actor,
             report=report,
+            heartbeat_s=interval,
         )
 
     if len(chosen) == 1:

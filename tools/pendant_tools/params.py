@@ -154,3 +154,60 @@ def port_option(**overrides: Any) -> Any:
 def json_option() -> Any:
     """--json: the result as one JSON document on stdout (progress goes to stderr)."""
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+class SupervisionType(click.ParamType):
+    """A supervision profile: SP3, SP4 or custom, in any case (pendant_backend.supervision)."""
+
+    name = "SP3|SP4|custom"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from pendant_backend.supervision import CUSTOM, PROFILES
+
+        text = str(value).strip()
+        named = CUSTOM if text.lower() == CUSTOM else text.upper()
+        if named not in PROFILES:
+            self.fail(
+                f"{value!r} is not a supervision profile: SP4 (a heartbeat every 3 min), SP3 (every "
+                "30 min) or custom with --heartbeat-s N",
+                param,
+                ctx,
+            )
+        return named
+
+
+SUPERVISION = SupervisionType()
+HEARTBEAT_S = click.IntRange(60, 86400)
+
+
+def supervision_options(command: Any) -> Any:
+    """--supervision and --heartbeat-s: the profile a pendant starts with (`supervision_interval`
+    checks the pair)."""
+    command = click.option(
+        "--heartbeat-s",
+        type=HEARTBEAT_S,
+        metavar="N",
+        help="The heartbeat interval of --supervision custom, 60 to 86400 seconds.",
+    )(command)
+    return click.option(
+        "--supervision",
+        type=SUPERVISION,
+        help="Supervision profile (EN 50136-1 reporting time): SP4 a heartbeat every 3 min (late after 4 "
+        "min, offline after 10), SP3 every 30 min (late after 31, offline after 91), custom with "
+        "--heartbeat-s. Default: the fleet's config.",
+    )(command)
+
+
+def supervision_interval(profile: str | None, heartbeat_s: int | None) -> int | None:
+    """The `heartbeat_s` a profile and --heartbeat-s give (None: no profile asked for); a usage error
+    (exit code 2) for a pair that does not fit, before any work starts."""
+    from pendant_backend.supervision import SupervisionError, heartbeat_for
+
+    if profile is None:
+        if heartbeat_s is not None:
+            raise click.UsageError("--heartbeat-s goes with --supervision custom")
+        return None
+    try:
+        return heartbeat_for(profile, heartbeat_s)
+    except SupervisionError as exc:
+        raise click.UsageError(str(exc)) from None

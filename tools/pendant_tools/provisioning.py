@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pendant_backend import BackendError
+from pendant_backend import BackendError, configs
 from pendant_backend.accounts import pendant_files, provision_device, rotate_device
 from pendant_backend.broker import load_secrets
 from pendant_backend.db import engine_for
@@ -149,10 +149,12 @@ def provision_pendant(
     actor: str = "technician",
     engine: Engine | None = None,
     report: Report = no_progress,
+    heartbeat_s: int | None = None,
 ) -> ProvisionResult:
-    """Provision the pendant on `port` (see the module's docstring). Raises NoDeviceError/DeviceError
-    (no pendant or REPL), ProvisionError (registry conflict), BackendUnavailable (broker or database)
-    or JobFailed (no heartbeat in time)."""
+    """Provision the pendant on `port` (see the module's docstring). `heartbeat_s` (a supervision
+    profile's) becomes a revision of the device's own config, as `pendant device supervision` makes it,
+    before its credentials. Raises NoDeviceError/DeviceError (no pendant or REPL), ProvisionError
+    (registry conflict), BackendUnavailable (broker or database) or JobFailed (no heartbeat in time)."""
     with _backend_errors():
         load_secrets(settings)  # no broker set up: say so before touching the pendant or the registry
         engine = engine or engine_for(settings)
@@ -173,6 +175,11 @@ def provision_pendant(
         with _backend_errors():
             device, registered, sim_changed = _register(engine, identity, device_id, prefix, actor)
             had_account = device.password_hash is not None and device.revoked_at is None
+            if heartbeat_s is not None:
+                # Published with the first config of a new account; at once to a provisioned one.
+                configs.set_config(
+                    engine, scope=device.device_id, changes={"heartbeat_s": heartbeat_s}, author=actor
+                )
             if had_account:
                 config = rotate_device(settings, device.device_id, apn=apn, engine=engine, actor=actor)
             else:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import create_model
 from sqlmodel import Field, SQLModel
 
-from pendant_backend import audit, health, lifecycle
+from pendant_backend import audit, health, lifecycle, queries
 from pendant_backend.locations import LocationKind, location_kind
 from pendant_backend.models import LOAN_STATES, Alarm, AlarmLocation, AuditEvent, Command, Device, DeviceBase
 
@@ -36,6 +36,7 @@ HealthFlag = Literal[
     "renewal_due",
 ]
 LoanState = Literal["in_stock", "provisioned", "issued", "returned", "decommissioned"]
+SupervisionProfile = Literal["SP4", "SP3", "custom"]
 
 
 # ---- alarms ---------------------------------------------------------------------------------------
@@ -249,17 +250,33 @@ class HealthPublic(SQLModel):
     config_drift: bool = False
     test_overdue: bool = False
     renewal_due: bool = False
+    supervision: SupervisionProfile = Field(description="the profile of its config's heartbeat_s")
+    heartbeat_s: int = Field(description="its config's heartbeat interval, seconds")
+    interval_in_force: int = Field(
+        description="the interval the rules hold it to: the one before a change until a heartbeat "
+        "reports the new config revision"
+    )
+    late_after_s: int = Field(description="silence after which it is late")
+    offline_after_s: int = Field(description="silence after which it is offline")
+    supervision_pending: bool = Field(description="a new interval waits for its next heartbeat")
 
     @classmethod
     def of(cls, device: Device) -> HealthPublic:
-        """The device's stored health (flags are stored as yes/no)."""
+        """The device's stored health (flags are stored as yes/no) and supervision."""
         stored = device.health or {}
         flags = {flag: stored.get(flag) == "yes" for flag in health.FLAGS}
+        watch = queries.supervision_as_dict(device)
         return cls(
             connectivity=device.connectivity,
             battery=stored.get("battery", "unknown"),
             hours_left=stored.get("hours_left"),
             **flags,
+            supervision=watch["profile"],
+            heartbeat_s=watch["heartbeat_s"],
+            interval_in_force=watch["interval_in_force"],
+            late_after_s=watch["late_after_s"],
+            offline_after_s=watch["offline_after_s"],
+            supervision_pending=watch["pending"],
         )
 
 

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from pendant_backend import health, monitor, readiness, registry
+from pendant_backend import health, monitor, queries, readiness, registry
 from pendant_backend.api.deps import Caller, EngineDep, SettingsDep, refuse, require
 from pendant_backend.api.schemas import Battery, Connectivity, HealthFlag, LoanState
 from pendant_backend.console import charts, views
@@ -48,6 +48,8 @@ class FleetRow:
     not_ready: list[str]
     issued_without: list[str]
     case_ref: str | None
+    # queries.supervision_as_dict: profile, intervals, late and offline thresholds
+    supervision: dict[str, Any]
 
     @property
     def revoked(self) -> bool:
@@ -84,6 +86,7 @@ def fleet_rows(engine: Engine, caller: Caller) -> list[FleetRow]:
                 not_ready=list(missing.get(device.device_id, [])),
                 issued_without=list(device.issued_without or []),
                 case_ref=device.case_ref if caller.person.can("devices.case") else None,
+                supervision=queries.supervision_as_dict(device),
             )
         )
     return rows

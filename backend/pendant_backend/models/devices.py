@@ -24,6 +24,8 @@ HEALTH_INPUTS = (
     "config_rev",
     "config_applied_rev",
     "config_error",
+    "heartbeat_prev_s",
+    "heartbeat_since_rev",
     "loan_state",
     "issued_at",
     "last_test_alarm_at",
@@ -116,6 +118,11 @@ class Device(DeviceBase, table=True):
     config_doc: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     config_applied_rev: int | None = None
     config_error: str | None = Field(default=None, max_length=200)
+    # Supervision (pendant_backend.supervision): after a change of the config's `heartbeat_s`, the
+    # interval before it, and the revision that brought the new one; the old interval holds until a
+    # heartbeat reports that revision. None when no change was ever made.
+    heartbeat_prev_s: int | None = None
+    heartbeat_since_rev: int | None = None
     # Health as last classified (pendant_backend.health), and when it last changed. `connectivity`,
     # `battery` and `health_flags` (health.flag_bits) repeat `health` in columns the fleet counts use.
     connectivity: str = Field(default="never_seen", max_length=16, index=True)
