@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 import queue
 import shutil
@@ -73,6 +74,20 @@ if LoadScopeScheduling is not None:
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
         return ModuleScheduling(config, log)
+
+
+# Commands set these loggers' levels for the rest of the process (tools/pendant_tools/progress.py keeps
+# the backend's INFO lines off a technician's terminal): put them back, so that no test depends on which
+# modules ran before it in its worker.
+_COMMAND_LOGGERS = ("pendant_backend", "alembic")
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels() -> Iterator[None]:
+    saved = {name: logging.getLogger(name).level for name in _COMMAND_LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _postgres_bin() -> Path | None:
