@@ -350,3 +350,37 @@ def test_the_trace_never_shows_a_password() -> None:
     line = 'AT+CMQTTCONNECT=0,"tcp://localhost:8883",60,0,"pd-0001","pw-very-secret"'
     assert redacted(line) == 'AT+CMQTTCONNECT=0,"tcp://localhost:8883",60,0,"pd-0001","***"'
     assert redacted('AT+CMQTTCONNECT=0,"tcp://h:1",60,1') == 'AT+CMQTTCONNECT=0,"tcp://h:1",60,1'
+
+
+def test_a_disconnect_reported_after_the_simulator_stopped_is_dropped() -> None:
+    # paho's network thread can report the last disconnect after the simulator's loop has closed (seen
+    # as "RuntimeError: Event loop is closed" in that thread at the end of a console test).
+    import asyncio
+
+    from pendant_hardware.modem_sim.mqtt_bridge import BrokerLink, ConnectParams
+
+    async def make() -> BrokerLink:
+        return BrokerLink(
+            ConnectParams(
+                client_id="pd-0001", host="127.0.0.1", port=free_port(), keepalive=60, clean_session=True
+            ),
+            on_connect_result=lambda err: None,
+            on_lost=lambda err: None,
+            on_message=lambda topic, payload: None,
+        )
+
+    loop = asyncio.new_event_loop()
+    link = loop.run_until_complete(make())
+    loop.close()
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _report_disconnect(link, errors))
+    thread.start()
+    thread.join(5)
+    assert errors == []
+
+
+def _report_disconnect(link: object, errors: list[BaseException]) -> None:
+    try:
+        link._paho_disconnect(None, None, None, None, None)  # type: ignore[attr-defined]
+    except BaseException as exc:  # noqa: BLE001 - the test reports whatever escaped
+        errors.append(exc)

@@ -260,31 +260,39 @@ class BrokerLink:
 
     # -- paho callbacks (network thread) -> asyncio loop ----------------------------------------------
 
+    def _to_loop(self, callback: Any, *args: Any) -> None:
+        # paho's thread can report a last disconnect after the simulator's loop has closed (a test or a
+        # bench that stopped): nobody is left to tell.
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            self._loop.call_soon_threadsafe(callback, *args)
+
     def _paho_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         err = OK if not reason.is_failure else _CONNACK_ERRORS.get(str(reason), FAILED)
-        self._loop.call_soon_threadsafe(self._connack, err)
+        self._to_loop(self._connack, err)
 
     def _paho_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._loop.call_soon_threadsafe(self._closed)
+        self._to_loop(self._closed)
 
     def _paho_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
         if text.startswith(("Sending ", "Received ")):  # one MQTT packet on the radio
-            self._loop.call_soon_threadsafe(self._packet)
+            self._to_loop(self._packet)
 
     def _packet(self) -> None:
         if self._on_packet is not None and not self._finished:
             self._on_packet()
 
     def _paho_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._loop.call_soon_threadsafe(self._message, message.topic.encode("utf-8"), bytes(message.payload))
+        self._to_loop(self._message, message.topic.encode("utf-8"), bytes(message.payload))
 
     def _paho_done(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self._loop.call_soon_threadsafe(self._resolve, mid, FAILED if reason.is_failure else OK)
+        self._to_loop(self._resolve, mid, FAILED if reason.is_failure else OK)
 
     def _paho_subscribed(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         codes = reasons if isinstance(reasons, list) else [reasons]
         failed = any(code.is_failure for code in codes)
-        self._loop.call_soon_threadsafe(self._resolve, mid, FAILED if failed else OK)
+        self._to_loop(self._resolve, mid, FAILED if failed else OK)
 
     # -- on the asyncio loop -------------------------------------------------------------------------
 
