@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support (free ports)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "firmware"))
 from firmware_runner import HEAP, PendantRun, build, run_all  # noqa: E402
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support (free ports)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "firmware"))
 from firmware_runner import HEAP, PendantRun, build, peak_heap, run_all  # noqa: E402
 from test_scenarios import BOOTS, SCENARIOS  # noqa: E402

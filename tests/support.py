@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +18,35 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+# Ports the tests listen on come from below the kernel's ephemeral range (32768-60999 here), which every
+# outgoing connection draws from: a port the kernel handed out by `bind(0)` and released could be taken
+# by another worker's client before the broker meant for it binds (seen in CI with two workers). Each
+# pytest-xdist worker has its own slice, and a process never hands the same port out twice in a row.
+_FIRST_PORT, _SLICE = 20000, 3000
+_next_port = [0]
+
+
+def _slice_start() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return _FIRST_PORT + (index % 4) * _SLICE
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` different such ports. Asked one at a time, the kernel may hand the same one out twice
-    (seen in CI: a broker given one port for two listeners failed with "Address already in use"), so
-    all of them are held open together while they are chosen."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+    """`count` different such ports, each free (bound and released) when chosen."""
+    start, found = _slice_start(), []
+    for _ in range(_SLICE):
+        port = start + _next_port[0] % _SLICE
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something listens there (or a socket is lingering): the next one
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"no free port in 127.0.0.1:{start}-{start + _SLICE - 1}")
 
 
 @dataclass

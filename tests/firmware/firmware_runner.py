@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 
 from pendant_hardware.console_log import memory_trouble
 from pendant_hardware.flash import deploy_firmware
+
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -50,12 +51,6 @@ def build(out):
         code, text = compile_module(helper, out / helper.name.replace(".py", ".mpy"), helper.name)
         assert code == 0, text
     return out
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def flash(build_dir, folder):
