@@ -37,6 +37,7 @@ from pendant_backend.broker import Broker
 from pendant_backend.db import make_engine
 from pendant_backend.service import BackendService
 from pendant_backend.settings import Settings
+from pendant_hardware import virtual_pendant
 
 from support import BrokerFixture, free_port
 
@@ -74,6 +75,16 @@ if LoadScopeScheduling is not None:
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
         return ModuleScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _no_memory_trouble() -> Iterator[None]:
+    """Fail any test (hardware, end to end, tools) during which a virtual pendant's firmware said it ran
+    short of heap (a MemoryError, `short of memory`, a memory reboot): it must live within its budget."""
+    seen = len(virtual_pendant.MEMORY_TROUBLE_LINES)
+    yield
+    new = virtual_pendant.MEMORY_TROUBLE_LINES[seen:]
+    assert not new, "the firmware ran short of memory:\n" + "\n".join(new)
 
 
 # Commands set these loggers' levels for the rest of the process (tools/pendant_tools/progress.py keeps

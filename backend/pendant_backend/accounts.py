@@ -19,7 +19,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -515,30 +515,21 @@ def provision_many(
         return
     engine = engine or engine_for(settings)
     if session is None:
-        with dynsec_session(settings, timeout=timeout, offline=offline) as own:
-            yield from _provision_all(
-                settings,
-                own,
-                engine,
-                ids,
-                apn=apn,
-                actor=actor,
-                resume=resume,
-                batch_size=batch_size,
-                config=config,
-            )
-        return
-    yield from _provision_all(
-        settings,
-        session,
-        engine,
-        ids,
-        apn=apn,
-        actor=actor,
-        resume=resume,
-        batch_size=batch_size,
-        config=config,
-    )
+        opened = dynsec_session(settings, timeout=timeout, offline=offline)
+    else:
+        opened = nullcontext(session)  # the caller's, left open
+    with opened as active:
+        yield from _provision_all(
+            settings,
+            active,
+            engine,
+            ids,
+            apn=apn,
+            actor=actor,
+            resume=resume,
+            batch_size=batch_size,
+            config=config,
+        )
 
 
 def provision_devices(

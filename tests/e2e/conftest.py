@@ -13,8 +13,6 @@ from pathlib import Path
 import leak_check
 import pytest
 
-from pendant_hardware import virtual_pendant
-
 E2E = Path(__file__).resolve().parent
 _root_levels: list[int] = []
 
@@ -63,16 +61,6 @@ def _harvest_tmp_path(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if folder is not None:
         leak_check.REGISTRY.harvest(folder)
-
-
-@pytest.fixture(autouse=True)
-def _no_memory_trouble() -> Iterator[None]:
-    """Fail a test during which any virtual pendant's firmware said it ran short of heap (a
-    MemoryError, `short of memory`, a memory reboot): the firmware must live within its budget."""
-    seen = len(virtual_pendant.MEMORY_TROUBLE_LINES)
-    yield
-    new = virtual_pendant.MEMORY_TROUBLE_LINES[seen:]
-    assert not new, "the firmware ran short of memory:\n" + "\n".join(new)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

